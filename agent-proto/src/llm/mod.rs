@@ -1,0 +1,1 @@
+//! Provider API recognition and usage extraction.

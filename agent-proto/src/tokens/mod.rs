@@ -1,0 +1,1 @@
+//! Token counting fallback (tiktoken) for calls whose response reports no usage.
