@@ -1,1 +1,170 @@
+//! Types shared by the eBPF programs and the user-space agent.
+//!
+//! Everything here is `#[repr(C)]` with explicit padding and `u32` flags instead of `bool`, so
+//! both sides agree on the layout byte for byte; the layout is pinned by compile-time asserts.
+//! The capture format is deliberately independent of the TLS library that produced the bytes:
+//! OpenSSL today, GnuTLS, Go and rustls later emit the same `DataHeader`.
 #![no_std]
+
+/// Bytes of plaintext carried by one ring-buffer record. A library call that moves more is
+/// split into ordered chunks with increasing `offset`.
+pub const CHUNK_LEN: usize = 16 * 1024;
+/// Upper bound on chunks per library call the probe loop will emit. Bounds the verifier's
+/// work; with `CHUNK_LEN` it sets the largest configurable per-call capture cap.
+pub const MAX_CHUNKS_PER_CALL: u32 = 512;
+/// Largest per-call capture cap the kernel side can honour (8 MiB).
+pub const MAX_CALL_CAP: u64 = CHUNK_LEN as u64 * MAX_CHUNKS_PER_CALL as u64;
+/// Default per-call capture cap: bytes of one `SSL_write`/`SSL_read` shipped to user space.
+pub const DEFAULT_CALL_CAP: u64 = 4 * 1024 * 1024;
+/// Length of a file path carried by a `LibOpen` event.
+pub const PATH_LEN: usize = 256;
+
+/// Names shared by both sides, so a rename cannot silently break loading.
+pub mod names {
+    pub const DATA_EVENTS: &str = "DATA_EVENTS";
+    pub const PROC_EVENTS: &str = "PROC_EVENTS";
+    pub const CONN_STATE: &str = "CONN_STATE";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const AGENT_TGID: &str = "AGENT_TGID";
+    pub const CALL_CAP: &str = "CALL_CAP";
+    pub const PROG_SSL_WRITE_ENTER: &str = "ssl_write_enter";
+    pub const PROG_SSL_READ_ENTER: &str = "ssl_read_enter";
+    pub const PROG_SSL_RET: &str = "ssl_ret";
+    pub const PROG_SSL_RET_EX: &str = "ssl_ret_ex";
+    pub const PROG_SSL_CLOSE: &str = "ssl_close";
+    pub const PROG_EXEC: &str = "sched_process_exec";
+    pub const PROG_EXIT: &str = "sched_process_exit";
+    pub const PROG_OPENAT: &str = "sys_enter_openat";
+}
+
+/// Direction of a data chunk, from the point of view of the process that owns the TLS session.
+pub mod direction {
+    /// Plaintext the process handed to the library to send (`SSL_write*`).
+    pub const EGRESS: u32 = 0;
+    /// Plaintext the library handed to the process (`SSL_read*`).
+    pub const INGRESS: u32 = 1;
+}
+
+/// Which TLS implementation produced an event.
+pub mod library {
+    pub const OPENSSL: u32 = 1;
+}
+
+/// Bits of `DataHeader::flags`.
+pub mod flags {
+    /// The call moved more than the per-call cap; bytes past `call_len.min(cap)` were not shipped.
+    pub const TRUNCATED: u32 = 1;
+}
+
+/// Kinds of record in `DATA_EVENTS`.
+pub mod data_kind {
+    pub const DATA: u32 = 1;
+    /// The library freed or shut down the session: the connection is over.
+    pub const CLOSE: u32 = 2;
+}
+
+/// Kinds of record in `PROC_EVENTS`.
+pub mod proc_kind {
+    pub const EXEC: u32 = 1;
+    pub const EXIT: u32 = 2;
+    /// A process opened a file whose name looks like a TLS library (`libssl.so*`).
+    pub const LIB_OPEN: u32 = 3;
+}
+
+/// Indices of `COUNTERS` (a per-CPU array the agent sums and reports).
+pub mod counter {
+    /// A data chunk could not be written to the ring buffer (user space too slow or ring full).
+    pub const DATA_LOST: u32 = 0;
+    /// A library call exceeded the per-call cap.
+    pub const CALLS_TRUNCATED: u32 = 1;
+    /// A process event could not be written to its ring buffer.
+    pub const PROC_LOST: u32 = 2;
+    /// A call skipped because its connection's verdict said so (non-AI traffic).
+    pub const CALLS_SKIPPED: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// Verdicts user space writes into `CONN_STATE`.
+pub mod verdict {
+    /// Not decided yet: ship bytes.
+    pub const UNKNOWN: u32 = 0;
+    /// An AI API connection: ship bytes.
+    pub const TRACK: u32 = 1;
+    /// Not AI traffic (or the server side of a connection): stop shipping its bytes.
+    pub const IGNORE: u32 = 2;
+}
+
+/// Identifies one TLS session: the process and the library's session object (`SSL*`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub conn: u64,
+}
+
+/// Per-connection state kept in the kernel, so probes can decide without a round trip.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnState {
+    pub verdict: u32,
+    pub _pad: u32,
+}
+
+/// Header of every `DATA_EVENTS` record; `len` bytes of plaintext follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataHeader {
+    pub kind: u32,
+    pub direction: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_ns` at the library call's return.
+    pub ts_ns: u64,
+    pub conn: u64,
+    /// Bytes the library call moved in total (may exceed what was shipped).
+    pub call_len: u64,
+    /// Position of this chunk's first byte within the call.
+    pub offset: u32,
+    pub len: u32,
+    pub flags: u32,
+    pub library: u32,
+}
+
+/// A data record as the probes build it in per-CPU scratch memory before output.
+#[repr(C)]
+pub struct DataEvent {
+    pub header: DataHeader,
+    pub data: [u8; CHUNK_LEN],
+}
+
+/// A `PROC_EVENTS` record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ProcEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub cgroup_id: u64,
+    pub ts_ns: u64,
+    /// For `LIB_OPEN`: the path as the process passed it (may be relative), NUL-terminated.
+    pub path: [u8; PATH_LEN],
+}
+
+pub const DATA_HEADER_LEN: usize = core::mem::size_of::<DataHeader>();
+
+const _: () = assert!(core::mem::size_of::<DataHeader>() == 64);
+const _: () = assert!(core::mem::size_of::<ConnKey>() == 16);
+const _: () = assert!(core::mem::size_of::<ConnState>() == 8);
+const _: () = assert!(core::mem::size_of::<ProcEvent>() == 24 + PATH_LEN);
+const _: () = assert!(core::mem::size_of::<DataEvent>() == 64 + CHUNK_LEN);
+const _: () = assert!(CHUNK_LEN.is_power_of_two());
+const _: () = assert!(DEFAULT_CALL_CAP <= MAX_CALL_CAP);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data with explicit padding, no pointers, every bit pattern valid.
+    unsafe impl aya::Pod for super::ConnKey {}
+    unsafe impl aya::Pod for super::ConnState {}
+    unsafe impl aya::Pod for super::DataHeader {}
+}

@@ -1,1 +1,102 @@
-fn main() {}
+//! `cargo xtask`: the project's build tool. `setup` bootstraps the eBPF toolchain
+//! idempotently; `build`, `run` and `test` call it first, so a fresh machine needs nothing else.
+mod setup;
+mod testenv;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "tokentap build tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building the eBPF object needs (nightly rust-src, bpf-linker).
+    Setup,
+    /// Build the agent (eBPF object included).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and start the agent as root with the built-in default config.
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments passed to `tokentap run`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, lint, and run every test, privileged end-to-end tests included.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Passed to `cargo test` after `--` (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn build(release: bool) -> Result<PathBuf> {
+    setup::ensure()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "tokentap"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    Ok(workspace_root().join("target").join(if release { "release" } else { "debug" }).join("tokentap"))
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup::ensure(),
+        Cmd::Build { release } => build(release).map(|_| ()),
+        Cmd::Run { release, args } => {
+            let bin = build(release)?;
+            let mut cmd = Command::new(bin);
+            cmd.arg("run").args(args);
+            run(&mut cmd)
+        }
+        Cmd::Test { no_lint, args } => {
+            let bin = build(false)?;
+            let python = testenv::ensure()?;
+            if !no_lint {
+                run(cargo().args(["fmt", "--all", "--check"]))?;
+                run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+            }
+            let mut cmd = cargo();
+            cmd.args(["test", "--workspace", "--no-fail-fast"])
+                .env("TOKENTAP_BIN", &bin)
+                .env("TOKENTAP_PYTHON", &python);
+            if !args.is_empty() {
+                cmd.arg("--").args(args);
+            }
+            run(&mut cmd)
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Every map and load-time global of the eBPF object.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+    Global,
+};
+use tokentap_common::{counter, ConnKey, ConnState, DataEvent};
+
+/// Plaintext chunks and connection ends. Large: a single 4 MiB write lands here at once.
+#[map]
+pub static DATA_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024 * 1024, 0);
+
+/// Exec, exit and TLS-library-open notices; small and separate so that a flood of data can
+/// never make the agent miss a new library.
+#[map]
+pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+
+/// Per-connection verdicts written by user space (and removed here when a session ends).
+#[map]
+pub static CONN_STATE: HashMap<ConnKey, ConnState> = HashMap::with_max_entries(65536, 0);
+
+/// Arguments of an in-flight `SSL_read*`/`SSL_write*`, keyed by pid_tgid, for the return probe.
+#[map]
+pub static ACTIVE_CALLS: HashMap<u64, CallArgs> = HashMap::with_max_entries(16384, 0);
+
+/// Scratch space to assemble a chunk: too large for the 512-byte BPF stack.
+#[map]
+pub static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// The agent's own process: its traffic (OTLP export and the like) is never captured.
+#[unsafe(no_mangle)]
+pub static AGENT_TGID: Global<u32> = Global::new(0);
+
+/// Bytes of one library call shipped to user space; the rest is counted, flagged, dropped.
+#[unsafe(no_mangle)]
+pub static CALL_CAP: Global<u64> = Global::new(tokentap_common::DEFAULT_CALL_CAP);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CallArgs {
+    pub conn: u64,
+    pub buf: u64,
+    /// Fourth argument of the `_ex` variants: where the library stores the byte count.
+    pub out_len: u64,
+    pub direction: u32,
+    pub library: u32,
+}
+
+pub fn bump(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, valid for the lifetime of the program.
+        unsafe { *slot += 1 };
+    }
+}

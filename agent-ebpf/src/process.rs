@@ -1,0 +1,130 @@
+//! Process tracepoints: new programs, exits, and TLS libraries being opened.
+//!
+//! Uprobes attach per library file (inode), so a process that maps an already-attached
+//! library is covered from its first call. These notices let the agent attach to libraries
+//! it has not seen yet (new container images, vendored copies) as soon as they are opened.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_probe_read_user_str_bytes,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tokentap_common::{counter, proc_kind, ProcEvent, PATH_LEN};
+
+use crate::maps::{bump, AGENT_TGID, PROC_EVENTS};
+
+/// Offset of `filename` in `syscalls:sys_enter_openat` (see its tracefs `format`).
+const OPENAT_FILENAME_OFFSET: usize = 24;
+const NEEDLE: &[u8; 9] = b"libssl.so";
+
+#[inline(always)]
+fn emit(kind: u32, tgid: u32) {
+    let Some(mut entry) = PROC_EVENTS.reserve::<ProcEvent>(0) else {
+        bump(counter::PROC_LOST);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: the reservation is sized for a ProcEvent and exclusively ours until submit.
+    unsafe {
+        (*event).kind = kind;
+        (*event).tgid = tgid;
+        (*event).cgroup_id = bpf_get_current_cgroup_id();
+        (*event).ts_ns = bpf_ktime_get_ns();
+        (*event).path[0] = 0;
+    }
+    entry.submit(0);
+}
+
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    emit(proc_kind::EXEC, tgid);
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // Only the thread-group leader's exit ends the process for our purposes.
+    if (pid_tgid >> 32) as u32 == pid_tgid as u32 {
+        emit(proc_kind::EXIT, (pid_tgid >> 32) as u32);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == AGENT_TGID.load() {
+        return 0;
+    }
+    // SAFETY: reading the tracepoint record at its documented offset.
+    let Ok(filename) = (unsafe { ctx.read_at::<u64>(OPENAT_FILENAME_OFFSET) }) else {
+        return 0;
+    };
+    // The path is read straight into a reservation (the stack is too small to stage it) and
+    // the reservation discarded when the name does not match: far cheaper than waking user
+    // space for every open on the host.
+    let Some(mut entry) = PROC_EVENTS.reserve::<ProcEvent>(0) else {
+        bump(counter::PROC_LOST);
+        return 0;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: the reservation is sized for a ProcEvent and exclusively ours until submit.
+    let path = unsafe { &mut (*event).path };
+    let n = match unsafe { bpf_probe_read_user_str_bytes(filename as *const u8, path) } {
+        Ok(s) => s.len(),
+        Err(_) => {
+            entry.discard(0);
+            return 0;
+        }
+    };
+    if !has_libssl_basename(path, n) {
+        entry.discard(0);
+        return 0;
+    }
+    unsafe {
+        (*event).kind = proc_kind::LIB_OPEN;
+        (*event).tgid = tgid;
+        (*event).cgroup_id = bpf_get_current_cgroup_id();
+        (*event).ts_ns = bpf_ktime_get_ns();
+    }
+    entry.submit(0);
+    0
+}
+
+/// Longest basename considered, e.g. `libssl.so.1.0.2k-fips` fits.
+const MAX_BASENAME: usize = 24;
+
+/// True if the last path component starts with `libssl.so`. Tests the few possible start
+/// positions near the end instead of scanning the path: a scan with data-dependent state
+/// multiplies verifier states beyond the instruction limit.
+#[inline(always)]
+fn has_libssl_basename(path: &[u8; PATH_LEN], n: usize) -> bool {
+    let mut l = NEEDLE.len();
+    while l <= MAX_BASENAME {
+        if n >= l {
+            let start = n - l;
+            let after_slash = start == 0 || path[(start - 1) & (PATH_LEN - 1)] == b'/';
+            if after_slash && matches_at(path, start) {
+                return true;
+            }
+        }
+        l += 1;
+    }
+    false
+}
+
+#[inline(always)]
+fn matches_at(path: &[u8; PATH_LEN], start: usize) -> bool {
+    let mut j = 0;
+    while j < NEEDLE.len() {
+        if path[(start + j) & (PATH_LEN - 1)] != NEEDLE[j] {
+            return false;
+        }
+        j += 1;
+    }
+    true
+}

@@ -1,0 +1,106 @@
+//! OpenSSL (libssl 1.1 and 3.x) probes.
+//!
+//! `SSL_write(ssl, buf, num)` / `SSL_read(ssl, buf, num)` return the byte count;
+//! `SSL_write_ex(ssl, buf, num, *written)` / `SSL_read_ex(ssl, buf, num, *readbytes)` return 1
+//! and store the count. The entry probe remembers the arguments per thread; the return probe
+//! knows how many bytes really moved (for reads, only then are they in the buffer).
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use tokentap_common::{counter, direction, library};
+
+use crate::{
+    emit::{emit_call, emit_close, ignored},
+    maps::{bump, CallArgs, ACTIVE_CALLS, AGENT_TGID, CONN_STATE},
+};
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, dir: u32) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == AGENT_TGID.load() {
+        return 0;
+    }
+    let conn: u64 = ctx.arg(0).unwrap_or(0);
+    let buf: u64 = ctx.arg(1).unwrap_or(0);
+    let out_len: u64 = ctx.arg(3).unwrap_or(0);
+    if conn == 0 || buf == 0 {
+        return 0;
+    }
+    if ignored(tgid, conn) {
+        bump(counter::CALLS_SKIPPED);
+        return 0;
+    }
+    let args = CallArgs { conn, buf, out_len, direction: dir, library: library::OPENSSL };
+    let _ = ACTIVE_CALLS.insert(&pid_tgid, &args, 0);
+    0
+}
+
+#[uprobe]
+pub fn ssl_write_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, direction::EGRESS)
+}
+
+#[uprobe]
+pub fn ssl_read_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, direction::INGRESS)
+}
+
+/// Return of `SSL_write`/`SSL_read`: the return value is the byte count.
+#[uretprobe]
+pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before removal.
+    let Some(args) = (unsafe { ACTIVE_CALLS.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = ACTIVE_CALLS.remove(&pid_tgid);
+    let ret: i64 = ctx.ret::<i64>() as i32 as i64;
+    if ret > 0 {
+        emit_call(&args, ret as u64);
+    }
+    0
+}
+
+/// Return of `SSL_write_ex`/`SSL_read_ex`: 1 on success, count stored through the 4th argument.
+#[uretprobe]
+pub fn ssl_ret_ex(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before removal.
+    let Some(args) = (unsafe { ACTIVE_CALLS.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = ACTIVE_CALLS.remove(&pid_tgid);
+    let ret: i32 = ctx.ret::<i32>();
+    if ret != 1 || args.out_len == 0 {
+        return 0;
+    }
+    // SAFETY: user pointer read through the helper.
+    let Ok(count) = (unsafe { bpf_probe_read_user(args.out_len as *const u64) }) else {
+        return 0;
+    };
+    if count > 0 {
+        emit_call(&args, count);
+    }
+    0
+}
+
+/// `SSL_shutdown(ssl)` and `SSL_free(ssl)`: the session ends.
+#[uprobe]
+pub fn ssl_close(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == AGENT_TGID.load() {
+        return 0;
+    }
+    let conn: u64 = ctx.arg(0).unwrap_or(0);
+    if conn == 0 {
+        return 0;
+    }
+    let key = tokentap_common::ConnKey { tgid, _pad: 0, conn };
+    let _ = CONN_STATE.remove(&key);
+    emit_close(tgid, pid_tgid as u32, conn, library::OPENSSL);
+    0
+}
