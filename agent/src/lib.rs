@@ -1,0 +1,18 @@
+//! tokentap: meters LLM API traffic at the TLS library, with eBPF.
+//!
+//! Stages, each a module with a small typed interface: `capture` (kernel boundary) →
+//! `streams` (per-connection reassembly) → `tokentap_proto` (HTTP, provider APIs, tokens) →
+//! `usage` (records) → `output`. `discovery` finds the libraries to probe; `identity` says who
+//! a process is. Plaintext never leaves these stages: records hold counts and labels only.
+pub mod app;
+pub mod capture;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod discovery;
+pub mod identity;
+pub mod output;
+pub mod privileges;
+pub mod stats;
+pub mod streams;
+pub mod usage;

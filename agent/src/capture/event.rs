@@ -1,0 +1,234 @@
+//! Decoding ring-buffer records into typed capture events. Pure: tested from byte fixtures.
+use thiserror::Error;
+use tokentap_common::{
+    data_kind, direction, flags, library, proc_kind, DataHeader, ProcEvent, DATA_HEADER_LEN,
+    PATH_LEN,
+};
+
+/// A TLS session: the owning process and the library's session object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub tgid: u32,
+    pub conn: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Written by the process (a client's requests).
+    Egress,
+    /// Read by the process (a client's responses).
+    Ingress,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsLibrary {
+    OpenSsl,
+}
+
+impl TlsLibrary {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsLibrary::OpenSsl => "openssl",
+        }
+    }
+}
+
+/// One chunk of plaintext moved by one library call.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DataChunk<'a> {
+    pub id: ConnId,
+    pub tid: u32,
+    pub cgroup_id: u64,
+    pub ts_ns: u64,
+    pub direction: Direction,
+    pub library: TlsLibrary,
+    /// Bytes the library call moved in total.
+    pub call_len: u64,
+    /// Position of `data` within the call.
+    pub offset: u64,
+    /// The kernel shipped only a prefix of the call.
+    pub truncated: bool,
+    pub data: &'a [u8],
+}
+
+// Hand-written so that a stray `{:?}` can never print plaintext.
+impl std::fmt::Debug for DataChunk<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataChunk")
+            .field("id", &self.id)
+            .field("direction", &self.direction)
+            .field("call_len", &self.call_len)
+            .field("offset", &self.offset)
+            .field("len", &self.data.len())
+            .field("truncated", &self.truncated)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataRecord<'a> {
+    Chunk(DataChunk<'a>),
+    Close { id: ConnId, ts_ns: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcRecord {
+    Exec { tgid: u32 },
+    Exit { tgid: u32 },
+    /// A process opened a `libssl.so*` file; `path` as the process named it.
+    LibOpen { tgid: u32, path: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    #[error("record shorter than its header ({0} bytes)")]
+    Short(usize),
+    #[error("record length does not match its header")]
+    LengthMismatch,
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("unknown direction {0}")]
+    UnknownDirection(u32),
+    #[error("unknown TLS library {0}")]
+    UnknownLibrary(u32),
+}
+
+impl DecodeError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Short(_) => "record_short",
+            DecodeError::LengthMismatch => "record_length",
+            DecodeError::UnknownKind(_) => "record_kind",
+            DecodeError::UnknownDirection(_) => "record_direction",
+            DecodeError::UnknownLibrary(_) => "record_library",
+        }
+    }
+}
+
+fn read_header(bytes: &[u8]) -> Result<DataHeader, DecodeError> {
+    if bytes.len() < DATA_HEADER_LEN {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: length checked; DataHeader is plain old data valid for any bit pattern.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const DataHeader) })
+}
+
+pub fn decode_data(bytes: &[u8]) -> Result<DataRecord<'_>, DecodeError> {
+    let h = read_header(bytes)?;
+    let id = ConnId { tgid: h.tgid, conn: h.conn };
+    match h.kind {
+        data_kind::CLOSE => Ok(DataRecord::Close { id, ts_ns: h.ts_ns }),
+        data_kind::DATA => {
+            let data = &bytes[DATA_HEADER_LEN..];
+            if data.len() != h.len as usize {
+                return Err(DecodeError::LengthMismatch);
+            }
+            let direction = match h.direction {
+                direction::EGRESS => Direction::Egress,
+                direction::INGRESS => Direction::Ingress,
+                other => return Err(DecodeError::UnknownDirection(other)),
+            };
+            let library = match h.library {
+                library::OPENSSL => TlsLibrary::OpenSsl,
+                other => return Err(DecodeError::UnknownLibrary(other)),
+            };
+            Ok(DataRecord::Chunk(DataChunk {
+                id,
+                tid: h.tid,
+                cgroup_id: h.cgroup_id,
+                ts_ns: h.ts_ns,
+                direction,
+                library,
+                call_len: h.call_len,
+                offset: u64::from(h.offset),
+                truncated: h.flags & flags::TRUNCATED != 0,
+                data,
+            }))
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+pub fn decode_proc(bytes: &[u8]) -> Result<ProcRecord, DecodeError> {
+    if bytes.len() < std::mem::size_of::<ProcEvent>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: length checked; ProcEvent is plain old data valid for any bit pattern.
+    let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const ProcEvent) };
+    match e.kind {
+        proc_kind::EXEC => Ok(ProcRecord::Exec { tgid: e.tgid }),
+        proc_kind::EXIT => Ok(ProcRecord::Exit { tgid: e.tgid }),
+        proc_kind::LIB_OPEN => {
+            let end = e.path.iter().position(|&b| b == 0).unwrap_or(PATH_LEN);
+            let path = String::from_utf8_lossy(&e.path[..end]).into_owned();
+            Ok(ProcRecord::LibOpen { tgid: e.tgid, path })
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn data_record(h: DataHeader, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![0u8; DATA_HEADER_LEN];
+        // SAFETY: writing a POD header into a buffer of its size.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr() as *mut DataHeader, h) };
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn header(kind: u32, len: u32) -> DataHeader {
+        DataHeader {
+            kind,
+            direction: direction::INGRESS,
+            tgid: 42,
+            tid: 43,
+            cgroup_id: 7,
+            ts_ns: 1000,
+            conn: 0xdead,
+            call_len: 10,
+            offset: 0,
+            len,
+            flags: flags::TRUNCATED,
+            library: library::OPENSSL,
+        }
+    }
+
+    #[test]
+    fn decodes_chunk() {
+        let rec = data_record(header(data_kind::DATA, 3), b"abc");
+        let DataRecord::Chunk(c) = decode_data(&rec).unwrap() else { panic!("not a chunk") };
+        assert_eq!(c.id, ConnId { tgid: 42, conn: 0xdead });
+        assert_eq!(c.direction, Direction::Ingress);
+        assert!(c.truncated);
+        assert_eq!(c.data, b"abc");
+        assert!(!format!("{c:?}").contains("abc"));
+    }
+
+    #[test]
+    fn decodes_close_and_rejects_garbage() {
+        let rec = data_record(header(data_kind::CLOSE, 0), b"");
+        assert!(matches!(decode_data(&rec), Ok(DataRecord::Close { .. })));
+        assert_eq!(decode_data(&rec[..10]), Err(DecodeError::Short(10)));
+        let rec = data_record(header(data_kind::DATA, 5), b"abc");
+        assert_eq!(decode_data(&rec), Err(DecodeError::LengthMismatch));
+        let rec = data_record(header(99, 0), b"");
+        assert_eq!(decode_data(&rec), Err(DecodeError::UnknownKind(99)));
+        let mut h = header(data_kind::DATA, 0);
+        h.direction = 9;
+        assert_eq!(decode_data(&data_record(h, b"")), Err(DecodeError::UnknownDirection(9)));
+    }
+
+    #[test]
+    fn decodes_lib_open() {
+        let mut e = ProcEvent { kind: proc_kind::LIB_OPEN, tgid: 5, cgroup_id: 1, ts_ns: 2, path: [0; PATH_LEN] };
+        e.path[..11].copy_from_slice(b"libssl.so.3");
+        let mut v = vec![0u8; std::mem::size_of::<ProcEvent>()];
+        // SAFETY: POD write into a buffer of its size.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr() as *mut ProcEvent, e) };
+        assert_eq!(decode_proc(&v), Ok(ProcRecord::LibOpen { tgid: 5, path: "libssl.so.3".into() }));
+        assert_eq!(decode_proc(&v[..3]), Err(DecodeError::Short(3)));
+    }
+}

@@ -1,0 +1,148 @@
+//! Loading the eBPF object, attaching tracepoints and library probes, and owning the maps.
+use std::path::Path;
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{uprobe::UProbeScope, TracePoint, UProbe},
+    Ebpf, EbpfLoader,
+};
+use thiserror::Error;
+use tokentap_common::{counter, names, ConnKey, ConnState};
+
+use super::{
+    event::ConnId,
+    probes::{ProbeSpec, TRACEPOINTS, UPROBE_PROGRAMS},
+};
+
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tokentap-ebpf"));
+
+#[derive(Debug, Error)]
+pub enum CaptureError {
+    #[error("this binary was built with AYA_BUILD_SKIP=1 and has no eBPF object; build it with `cargo xtask build`")]
+    NoObject,
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF program {name} was rejected: {source}")]
+    Program { name: &'static str, source: aya::programs::ProgramError },
+    #[error("attaching tracepoint {category}:{name} failed: {source}")]
+    Tracepoint { category: &'static str, name: &'static str, source: aya::programs::ProgramError },
+    #[error("eBPF map {0} is missing or of the wrong type")]
+    Map(&'static str),
+    #[error("{path}: required symbol {symbol} could not be probed: {source}")]
+    RequiredProbe { path: String, symbol: &'static str, source: aya::programs::ProgramError },
+}
+
+/// Settings fixed at load time.
+pub struct LoadOptions {
+    pub call_cap: u64,
+    pub ring_bytes: u32,
+}
+
+pub struct Capture {
+    ebpf: Ebpf,
+    conn_state: HashMap<MapData, ConnKey, ConnState>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub data_lost: u64,
+    pub calls_truncated: u64,
+    pub proc_lost: u64,
+    pub calls_skipped: u64,
+}
+
+/// The two ring buffers, read by the agent's event loop.
+pub struct Rings {
+    pub data: RingBuf<MapData>,
+    pub proc: RingBuf<MapData>,
+}
+
+impl Capture {
+    pub fn load(options: &LoadOptions) -> Result<(Capture, Rings), CaptureError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(CaptureError::NoObject);
+        }
+        let tgid = std::process::id();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::AGENT_TGID, &tgid, true)
+            .override_global(names::CALL_CAP, &options.call_cap, true)
+            .map_max_entries(names::DATA_EVENTS, options.ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(CaptureError::Load)?;
+        for &name in UPROBE_PROGRAMS {
+            let program: &mut UProbe = program_mut(&mut ebpf, name)?;
+            program.load().map_err(|source| CaptureError::Program { name, source })?;
+        }
+        for &(category, name, program) in TRACEPOINTS {
+            let tp: &mut TracePoint = program_mut(&mut ebpf, program)?;
+            tp.load().map_err(|source| CaptureError::Program { name: program, source })?;
+            tp.attach(category, name).map_err(|source| CaptureError::Tracepoint { category, name, source })?;
+        }
+        let data = take_map(&mut ebpf, names::DATA_EVENTS)?;
+        let proc = take_map(&mut ebpf, names::PROC_EVENTS)?;
+        let conn_state = take_map(&mut ebpf, names::CONN_STATE)?;
+        let counters = take_map(&mut ebpf, names::COUNTERS)?;
+        Ok((Capture { ebpf, conn_state, counters }, Rings { data, proc }))
+    }
+
+    /// Attaches the probe table to one library file. Returns how many probes attached and
+    /// the optional symbols that could not be probed.
+    pub fn attach_library(&mut self, path: &Path, table: &[ProbeSpec]) -> Result<(usize, Vec<&'static str>), CaptureError> {
+        let mut attached = 0;
+        let mut missing = Vec::new();
+        for spec in table {
+            let program: &mut UProbe = program_mut(&mut self.ebpf, spec.program)?;
+            match program.attach(spec.symbol, path, UProbeScope::AllProcesses) {
+                Ok(_) => attached += 1,
+                Err(source) if spec.required => {
+                    return Err(CaptureError::RequiredProbe { path: path.display().to_string(), symbol: spec.symbol, source })
+                }
+                Err(_) => {
+                    if !missing.contains(&spec.symbol) {
+                        missing.push(spec.symbol);
+                    }
+                }
+            }
+        }
+        Ok((attached, missing))
+    }
+
+    pub fn set_verdict(&mut self, id: ConnId, verdict: u32) {
+        let key = ConnKey { tgid: id.tgid, _pad: 0, conn: id.conn };
+        // A full map only costs efficiency: the connection keeps being shipped and dropped.
+        let _ = self.conn_state.insert(key, ConnState { verdict, _pad: 0 }, 0);
+    }
+
+    pub fn forget(&mut self, id: ConnId) {
+        let key = ConnKey { tgid: id.tgid, _pad: 0, conn: id.conn };
+        let _ = self.conn_state.remove(&key);
+    }
+
+    pub fn counters(&self) -> KernelCounters {
+        let sum = |index: u32| -> u64 { self.counters.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        KernelCounters {
+            data_lost: sum(counter::DATA_LOST),
+            calls_truncated: sum(counter::CALLS_TRUNCATED),
+            proc_lost: sum(counter::PROC_LOST),
+            calls_skipped: sum(counter::CALLS_SKIPPED),
+        }
+    }
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, CaptureError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    let program = ebpf.program_mut(name).ok_or(CaptureError::Map(name))?;
+    program.try_into().map_err(|_| CaptureError::Map(name))
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>
+where
+    T: TryFrom<aya::maps::Map>,
+{
+    let map = ebpf.take_map(name).ok_or(CaptureError::Map(name))?;
+    T::try_from(map).map_err(|_| CaptureError::Map(name))
+}

@@ -1,0 +1,7 @@
+//! The kernel boundary: loading probes, reading their ring buffers, decoding records.
+pub mod event;
+pub mod loader;
+pub mod probes;
+
+pub use event::{decode_data, decode_proc, ConnId, DataChunk, DataRecord, Direction, ProcRecord, TlsLibrary};
+pub use loader::{Capture, CaptureError, KernelCounters, LoadOptions, Rings};

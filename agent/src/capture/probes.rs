@@ -1,0 +1,45 @@
+//! The declarative probe table: which library functions get which program.
+use tokentap_common::names;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeSpec {
+    pub symbol: &'static str,
+    pub program: &'static str,
+    /// A library without this symbol is not OpenSSL as we know it: refuse to half-attach.
+    pub required: bool,
+}
+
+const fn probe(symbol: &'static str, program: &'static str, required: bool) -> ProbeSpec {
+    ProbeSpec { symbol, program, required }
+}
+
+/// OpenSSL 1.1 and 3.x. The `_ex` variants appeared in 1.1.1; Python's ssl module uses only
+/// them, curl only the plain ones. `SSL_shutdown` and `SSL_free` end a session.
+pub const OPENSSL: &[ProbeSpec] = &[
+    probe("SSL_write", names::PROG_SSL_WRITE_ENTER, true),
+    probe("SSL_write", names::PROG_SSL_RET, true),
+    probe("SSL_read", names::PROG_SSL_READ_ENTER, true),
+    probe("SSL_read", names::PROG_SSL_RET, true),
+    probe("SSL_write_ex", names::PROG_SSL_WRITE_ENTER, false),
+    probe("SSL_write_ex", names::PROG_SSL_RET_EX, false),
+    probe("SSL_read_ex", names::PROG_SSL_READ_ENTER, false),
+    probe("SSL_read_ex", names::PROG_SSL_RET_EX, false),
+    probe("SSL_shutdown", names::PROG_SSL_CLOSE, false),
+    probe("SSL_free", names::PROG_SSL_CLOSE, false),
+];
+
+/// Every uprobe program the table uses, loaded once at start.
+pub const UPROBE_PROGRAMS: &[&str] = &[
+    names::PROG_SSL_WRITE_ENTER,
+    names::PROG_SSL_READ_ENTER,
+    names::PROG_SSL_RET,
+    names::PROG_SSL_RET_EX,
+    names::PROG_SSL_CLOSE,
+];
+
+/// `(category, name, program)` of every tracepoint.
+pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("sched", "sched_process_exec", names::PROG_EXEC),
+    ("sched", "sched_process_exit", names::PROG_EXIT),
+    ("syscalls", "sys_enter_openat", names::PROG_OPENAT),
+];

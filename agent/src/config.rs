@@ -1,0 +1,182 @@
+//! The agent's configuration file (TOML). Every section has defaults, so the built-in config
+//! (no file) meters the whole host. Errors name the file, line and key.
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+use tokentap_common::{DEFAULT_CALL_CAP, MAX_CALL_CAP};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub capture: CaptureConfig,
+    pub endpoints: EndpointsConfig,
+    pub output: OutputConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Bytes of one TLS library call shipped from the kernel; larger calls are flagged truncated.
+    pub call_cap_bytes: u64,
+    /// Size of the kernel-to-agent ring buffer (a power of two, at least 4 KiB pages).
+    pub ring_buffer_bytes: u32,
+    /// Largest HTTP body kept in memory for parsing (after de-chunking and decompression).
+    pub max_body_bytes: usize,
+    /// Seconds of silence after which a connection's state is dropped.
+    pub idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointsConfig {
+    /// Hosts to treat as AI APIs besides the built-in provider hosts (e.g. an internal gateway).
+    pub extra_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Where usage records go as JSON lines (`-` for stdout). Unset: a live summary on stdout.
+    pub usage_log: Option<PathBuf>,
+    /// Seconds between refreshes of the live summary.
+    pub summary_interval_secs: u64,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            call_cap_bytes: DEFAULT_CALL_CAP,
+            ring_buffer_bytes: 64 * 1024 * 1024,
+            max_body_bytes: 16 * 1024 * 1024,
+            idle_timeout_secs: 600,
+        }
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { usage_log: None, summary_interval_secs: 5 }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { capture: CaptureConfig::default(), endpoints: EndpointsConfig::default(), output: OutputConfig::default() }
+    }
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {reason}")]
+    Read { file: String, reason: String },
+    #[error("{file}:{line}: {key}: {message}")]
+    Invalid { file: String, line: usize, key: String, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { file: path.display().to_string(), reason: e.to_string() })?;
+        Config::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(0);
+            let key = e
+                .span()
+                .and_then(|s| key_at(text, s.start))
+                .unwrap_or_else(|| "(document)".to_string());
+            ConfigError::Invalid { file: file.to_string(), line, key, message: e.message().to_string() }
+        })?;
+        config.validate(file, text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &str, text: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| {
+            let line = text.lines().position(|l| l.trim_start().starts_with(key.rsplit('.').next().unwrap_or(key))).map(|i| i + 1).unwrap_or(0);
+            ConfigError::Invalid { file: file.to_string(), line, key: key.to_string(), message }
+        };
+        let c = &self.capture;
+        if c.call_cap_bytes == 0 || c.call_cap_bytes > MAX_CALL_CAP {
+            return Err(invalid("capture.call_cap_bytes", format!("must be between 1 and {MAX_CALL_CAP}")));
+        }
+        if !c.ring_buffer_bytes.is_power_of_two() || c.ring_buffer_bytes < 1 << 20 {
+            return Err(invalid("capture.ring_buffer_bytes", "must be a power of two of at least 1 MiB".into()));
+        }
+        if (c.ring_buffer_bytes as u64) < 2 * c.call_cap_bytes {
+            return Err(invalid("capture.ring_buffer_bytes", "must hold at least two capped calls (2 × call_cap_bytes)".into()));
+        }
+        if c.max_body_bytes < 1024 {
+            return Err(invalid("capture.max_body_bytes", "must be at least 1024".into()));
+        }
+        if self.output.summary_interval_secs == 0 {
+            return Err(invalid("output.summary_interval_secs", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Names the dotted key whose value or name starts at byte `pos`, from the line's text and
+/// the nearest `[table]` header above it.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let pos = pos.min(text.len());
+    let line_start = text[..pos].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line_end = text[pos..].find('\n').map(|i| pos + i).unwrap_or(text.len());
+    let line = text[line_start..line_end].trim();
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    if line.starts_with('[') {
+        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    }
+    let key = line.split('=').next()?.trim();
+    if key.is_empty() {
+        return table;
+    }
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::parse("t.toml", "").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = include_str!("../../deploy/examples/tokentap.toml");
+        let c = Config::parse("tokentap.toml", text).unwrap();
+        assert_eq!(c.capture.call_cap_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.endpoints.extra_hosts, vec!["llm-gateway.internal".to_string()]);
+    }
+
+    #[test]
+    fn wrong_type_names_file_line_and_key() {
+        let text = "[capture]\nring_buffer_bytes = 67108864\ncall_cap_bytes = \"big\"\n";
+        let e = Config::parse("/etc/tokentap.toml", text).unwrap_err();
+        let ConfigError::Invalid { file, line, key, .. } = &e else { panic!("{e}") };
+        assert_eq!((file.as_str(), *line, key.as_str()), ("/etc/tokentap.toml", 3, "capture.call_cap_bytes"));
+    }
+
+    #[test]
+    fn unknown_key_and_bad_value_are_rejected() {
+        let e = Config::parse("a.toml", "[output]\nsumary_interval_secs = 3\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { line: 2, key, .. } if key == "output.sumary_interval_secs"), "{e}");
+        let e = Config::parse("a.toml", "[capture]\ncall_cap_bytes = 0\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { line: 2, key, .. } if key == "capture.call_cap_bytes"), "{e}");
+        let e = Config::parse("a.toml", "[capture\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { line: 1, .. }), "{e}");
+    }
+}

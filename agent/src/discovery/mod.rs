@@ -1,0 +1,135 @@
+//! Finding every OpenSSL on the host, once per file: at start (standard directories and every
+//! running process, containers included), and later as processes start and open libraries.
+pub mod procmaps;
+
+use std::{
+    collections::{HashMap, HashSet},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use crate::capture::{probes, Capture};
+
+/// Directories whose libssl files are probed up front, so that any process started later
+/// that loads one is covered from its first call, with no race against its startup.
+pub const STANDARD_DIRS: &[&str] = &[
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/local/lib",
+    "/usr/local/lib64",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+];
+
+/// How long after an exec the new process's maps are looked at again (its loader needs time).
+const EXEC_RESCANS: &[Duration] = &[Duration::from_millis(200), Duration::from_secs(2)];
+
+#[derive(Debug, Clone)]
+pub struct AttachedLibrary {
+    pub path: PathBuf,
+    pub probes: usize,
+    pub missing_optional: Vec<&'static str>,
+}
+
+pub struct Discovery {
+    /// (device, inode) of every file already probed: uprobes live on the inode, so one attach
+    /// covers every process and container that maps the same file.
+    seen: HashSet<(u64, u64)>,
+    pub attached: Vec<AttachedLibrary>,
+    pub failures: usize,
+    rescans: HashMap<u32, Vec<Instant>>,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Discovery {
+    pub fn new() -> Self {
+        Discovery { seen: HashSet::new(), attached: Vec::new(), failures: 0, rescans: HashMap::new() }
+    }
+
+    /// Probes `path` (as the agent sees it) unless its file is already probed.
+    pub fn consider(&mut self, capture: &mut Capture, path: &Path) {
+        let Ok(meta) = std::fs::metadata(path) else { return };
+        if !meta.is_file() || !self.seen.insert((meta.dev(), meta.ino())) {
+            return;
+        }
+        match capture.attach_library(path, probes::OPENSSL) {
+            Ok((probes, missing_optional)) => {
+                tracing::info!(library = %path.display(), probes, ?missing_optional, "attached OpenSSL probes");
+                self.attached.push(AttachedLibrary { path: path.to_path_buf(), probes, missing_optional });
+            }
+            Err(e) => {
+                self.failures += 1;
+                tracing::warn!(library = %path.display(), error = %e, "not probing this library");
+            }
+        }
+    }
+
+    pub fn scan_standard_dirs(&mut self, capture: &mut Capture) {
+        for dir in STANDARD_DIRS {
+            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let mut paths: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| procmaps::is_libssl(p)).collect();
+            paths.sort();
+            for path in paths {
+                self.consider(capture, &path);
+            }
+        }
+    }
+
+    pub fn scan_process(&mut self, capture: &mut Capture, pid: u32) {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
+        for path in procmaps::libssl_paths(&maps) {
+            self.consider(capture, &procmaps::host_path(pid, &path));
+        }
+    }
+
+    pub fn scan_all_processes(&mut self, capture: &mut Capture) {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return };
+        let me = std::process::id();
+        for entry in entries.filter_map(|e| e.ok()) {
+            if let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+                if pid != me {
+                    self.scan_process(capture, pid);
+                }
+            }
+        }
+    }
+
+    /// A process opened a `libssl.so*` file: probe it now, before the library's first call.
+    pub fn on_lib_open(&mut self, capture: &mut Capture, pid: u32, path: &str) {
+        self.consider(capture, &procmaps::host_path(pid, Path::new(path)));
+    }
+
+    pub fn on_exec(&mut self, pid: u32, now: Instant) {
+        self.rescans.insert(pid, EXEC_RESCANS.iter().map(|d| now + *d).collect());
+    }
+
+    pub fn on_exit(&mut self, pid: u32) {
+        self.rescans.remove(&pid);
+    }
+
+    /// Runs the exec rescans that are due.
+    pub fn tick(&mut self, capture: &mut Capture, now: Instant) {
+        let due: Vec<u32> =
+            self.rescans.iter().filter(|(_, times)| times.first().is_some_and(|t| *t <= now)).map(|(p, _)| *p).collect();
+        for pid in due {
+            if let Some(times) = self.rescans.get_mut(&pid) {
+                times.remove(0);
+                if times.is_empty() {
+                    self.rescans.remove(&pid);
+                }
+            }
+            self.scan_process(capture, pid);
+        }
+    }
+}

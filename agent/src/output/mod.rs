@@ -1,0 +1,3 @@
+//! Where usage goes: JSON lines or a live summary.
+pub mod jsonl;
+pub mod summary;

@@ -1,0 +1,45 @@
+//! The agent's own health: losses, failures, attachments. Counted, reported, never payload.
+use std::collections::BTreeMap;
+
+use crate::capture::KernelCounters;
+
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub records: u64,
+    pub estimated_records: u64,
+    pub truncated_records: u64,
+    /// Parse failures by reason.
+    pub parse_failures: BTreeMap<&'static str, u64>,
+    pub connections_ignored: u64,
+    pub kernel: KernelCounters,
+    pub libraries_attached: usize,
+    pub library_attach_failures: usize,
+    pub output_errors: u64,
+}
+
+impl Stats {
+    pub fn failure(&mut self, reason: &'static str) {
+        *self.parse_failures.entry(reason).or_default() += 1;
+    }
+
+    /// One line for logs and the summary footer.
+    pub fn line(&self) -> String {
+        let failures: u64 = self.parse_failures.values().sum();
+        let mut s = format!(
+            "calls={} estimated={} truncated={} parse_failures={} ignored_connections={} libraries={} events_lost={} calls_truncated_in_kernel={}",
+            self.records,
+            self.estimated_records,
+            self.truncated_records,
+            failures,
+            self.connections_ignored,
+            self.libraries_attached,
+            self.kernel.data_lost + self.kernel.proc_lost,
+            self.kernel.calls_truncated,
+        );
+        if failures > 0 {
+            let by: Vec<String> = self.parse_failures.iter().map(|(r, n)| format!("{r}:{n}")).collect();
+            s.push_str(&format!(" ({})", by.join(",")));
+        }
+        s
+    }
+}

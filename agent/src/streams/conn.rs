@@ -1,0 +1,182 @@
+//! One client TLS connection at the HTTP/1.1 level: requests paired with responses in order,
+//! with the timestamps that give duration and time to first chunk.
+use std::collections::VecDeque;
+
+use tokentap_proto::{
+    http::{Event, Head, HttpError, Message, MessageParser, Role, Start},
+    llm::{self, Endpoint},
+};
+
+use crate::capture::event::Direction;
+
+/// A request that has been sent and awaits its response.
+struct Pending {
+    head: Head,
+    endpoint: Option<Endpoint>,
+    start_ns: u64,
+    message: Option<Message>,
+}
+
+/// A request and its response, both complete. Holds plaintext: lives only while parsed.
+pub struct Exchange {
+    pub endpoint: Endpoint,
+    pub request_head: Head,
+    /// `None` if the response completed before the request did (an early error answer).
+    pub request: Option<Message>,
+    pub response: Message,
+    pub request_start_ns: u64,
+    pub response_first_body_ns: Option<u64>,
+    pub response_end_ns: u64,
+}
+
+/// What the connection learned from one feed.
+#[derive(Default)]
+pub struct Outcome {
+    pub exchanges: Vec<Exchange>,
+    /// The first request showed what this connection is: `Some(true)` an AI API, `Some(false)`
+    /// something else.
+    pub classified: Option<bool>,
+}
+
+pub struct HttpConnection {
+    requests: MessageParser,
+    responses: MessageParser,
+    pending: VecDeque<Pending>,
+    request_start_ns: Option<u64>,
+    first_body_ns: Option<u64>,
+    classified: bool,
+    events: Vec<Event>,
+    extra_ai_hosts: std::sync::Arc<Vec<String>>,
+}
+
+/// Path prefixes that AI-serving endpoints use even when the host is unknown: a connection whose
+/// first request matches one stays tracked (the next request may be the LLM call).
+const AI_PATH_PREFIXES: &[&str] = &["/v1/", "/openai/", "/v1beta/", "/api/"];
+
+pub fn host_and_port(head: &Head) -> (String, Option<u16>) {
+    let raw = head.header_str("host").unwrap_or_default().to_ascii_lowercase();
+    // IPv6 literals keep their brackets' content; a port follows the last colon otherwise.
+    if let Some(rest) = raw.strip_prefix('[') {
+        if let Some((h, tail)) = rest.split_once(']') {
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (h.to_string(), port);
+        }
+    }
+    match raw.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().ok()),
+        _ => (raw, None),
+    }
+}
+
+fn request_target(head: &Head) -> (&str, &str) {
+    match &head.start {
+        Start::Request { method, target } => (method.as_str(), target.as_str()),
+        Start::Response { .. } => ("", ""),
+    }
+}
+
+impl HttpConnection {
+    pub fn new(body_cap: usize, extra_ai_hosts: std::sync::Arc<Vec<String>>) -> Self {
+        HttpConnection {
+            requests: MessageParser::new(Role::Request, body_cap),
+            responses: MessageParser::new(Role::Response, body_cap),
+            pending: VecDeque::new(),
+            request_start_ns: None,
+            first_body_ns: None,
+            classified: false,
+            events: Vec::new(),
+            extra_ai_hosts,
+        }
+    }
+
+    fn is_ai_host(&self, host: &str) -> bool {
+        llm::is_known_ai_host(host) || self.extra_ai_hosts.iter().any(|h| h == host)
+    }
+
+    /// Feeds bytes (or, with `data == None`, a gap of `gap` lost bytes) of one direction.
+    pub fn feed(
+        &mut self,
+        direction: Direction,
+        ts_ns: u64,
+        data: Option<&[u8]>,
+        gap: u64,
+        out: &mut Outcome,
+    ) -> Result<(), HttpError> {
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let parser = match direction {
+            Direction::Egress => &mut self.requests,
+            Direction::Ingress => &mut self.responses,
+        };
+        if direction == Direction::Egress && !parser.in_message() {
+            self.request_start_ns = Some(ts_ns);
+        }
+        let result = match data {
+            Some(bytes) => parser.feed(bytes, &mut events),
+            None => parser.feed_gap(gap, &mut events),
+        };
+        for event in events.drain(..) {
+            self.on_event(direction, ts_ns, event, out);
+        }
+        self.events = events;
+        result
+    }
+
+    /// The connection ended: completes a response delimited by the close.
+    pub fn finish(&mut self, ts_ns: u64, out: &mut Outcome) -> Result<(), HttpError> {
+        let mut events = Vec::new();
+        let result = self.responses.finish(&mut events);
+        for event in events {
+            self.on_event(Direction::Ingress, ts_ns, event, out);
+        }
+        result
+    }
+
+    fn on_event(&mut self, direction: Direction, ts_ns: u64, event: Event, out: &mut Outcome) {
+        match (direction, event) {
+            (Direction::Egress, Event::HeadComplete(head)) => {
+                let (method, target) = request_target(&head);
+                let (host, _) = host_and_port(&head);
+                let endpoint = llm::recognise(method, &host, target);
+                if !self.classified {
+                    self.classified = true;
+                    let ai = endpoint.is_some()
+                        || self.is_ai_host(&host)
+                        || AI_PATH_PREFIXES.iter().any(|p| target.starts_with(p));
+                    out.classified = Some(ai);
+                }
+                self.responses.push_request_method(method);
+                let start_ns = self.request_start_ns.unwrap_or(ts_ns);
+                self.pending.push_back(Pending { head, endpoint, start_ns, message: None });
+            }
+            (Direction::Egress, Event::Complete(message)) => {
+                if let Some(p) = self.pending.iter_mut().rev().find(|p| p.message.is_none()) {
+                    p.message = Some(message);
+                }
+            }
+            (Direction::Egress, Event::FirstBodyByte) => {}
+            (Direction::Ingress, Event::HeadComplete(_)) => self.first_body_ns = None,
+            (Direction::Ingress, Event::FirstBodyByte) => self.first_body_ns = Some(ts_ns),
+            (Direction::Ingress, Event::Complete(response)) => {
+                let first_body = self.first_body_ns.take();
+                let Some(p) = self.pending.pop_front() else { return };
+                if let Some(endpoint) = p.endpoint {
+                    out.exchanges.push(Exchange {
+                        endpoint,
+                        request_head: p.head,
+                        request: p.message,
+                        response,
+                        request_start_ns: p.start_ns,
+                        response_first_body_ns: first_body,
+                        response_end_ns: ts_ns,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Requests sent and not answered (counted when a connection dies with them).
+    pub fn unanswered(&self) -> usize {
+        self.pending.len()
+    }
+}

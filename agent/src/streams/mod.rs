@@ -1,0 +1,7 @@
+//! Per-connection reassembly: capture chunks in, complete HTTP exchanges out.
+pub mod conn;
+pub mod cursor;
+pub mod tracker;
+
+pub use conn::Exchange;
+pub use tracker::{Origin, Output, TrackedExchange, Tracker, TrackerConfig, Verdict};

@@ -1,0 +1,217 @@
+//! All live TLS connections: routes chunks to their connection, accounts for lost bytes,
+//! decides which connections are worth capturing, and hands complete exchanges on.
+use std::{collections::HashMap, sync::Arc};
+
+use tokentap_proto::http::HttpError;
+
+use super::{
+    conn::{Exchange, HttpConnection, Outcome},
+    cursor::CallCursor,
+};
+use crate::capture::event::{ConnId, DataChunk, Direction, TlsLibrary};
+
+/// Where an exchange came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub id: ConnId,
+    pub tid: u32,
+    pub cgroup_id: u64,
+    pub library: TlsLibrary,
+}
+
+pub struct TrackedExchange {
+    pub origin: Origin,
+    pub exchange: Exchange,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Track,
+    /// Not HTTP to an AI API, or the server side of a connection: stop capturing it.
+    Ignore,
+}
+
+#[derive(Default)]
+pub struct Output {
+    pub exchanges: Vec<TrackedExchange>,
+    /// Verdicts to write to the kernel's connection map.
+    pub verdicts: Vec<(ConnId, Verdict)>,
+    /// Kernel connection-map entries to delete (their process is gone).
+    pub forget: Vec<ConnId>,
+    /// Parse failures by reason (a metric label).
+    pub failures: Vec<&'static str>,
+}
+
+struct Tracked {
+    http: HttpConnection,
+    egress: CallCursor,
+    ingress: CallCursor,
+    origin: Origin,
+    last_ns: u64,
+}
+
+pub struct TrackerConfig {
+    /// The kernel's per-call capture cap.
+    pub call_cap: u64,
+    /// Largest body kept for parsing.
+    pub body_cap: usize,
+    /// Hosts to treat as AI APIs besides the built-in provider hosts.
+    pub extra_ai_hosts: Vec<String>,
+}
+
+pub struct Tracker {
+    conns: HashMap<ConnId, Tracked>,
+    /// Connections judged not worth capturing; their in-flight chunks are dropped.
+    ignored: HashMap<ConnId, u64>,
+    call_cap: u64,
+    body_cap: usize,
+    extra_ai_hosts: Arc<Vec<String>>,
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig) -> Self {
+        Tracker {
+            conns: HashMap::new(),
+            ignored: HashMap::new(),
+            call_cap: config.call_cap,
+            body_cap: config.body_cap,
+            extra_ai_hosts: Arc::new(config.extra_ai_hosts),
+        }
+    }
+
+    pub fn live_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn on_chunk(&mut self, chunk: &DataChunk<'_>, out: &mut Output) {
+        if let Some(seen) = self.ignored.get_mut(&chunk.id) {
+            *seen = chunk.ts_ns;
+            return;
+        }
+        let origin = Origin { id: chunk.id, tid: chunk.tid, cgroup_id: chunk.cgroup_id, library: chunk.library };
+        let (body_cap, hosts) = (self.body_cap, self.extra_ai_hosts.clone());
+        let tracked = self.conns.entry(chunk.id).or_insert_with(|| Tracked {
+            http: HttpConnection::new(body_cap, hosts),
+            egress: CallCursor::default(),
+            ingress: CallCursor::default(),
+            origin,
+            last_ns: chunk.ts_ns,
+        });
+        tracked.last_ns = chunk.ts_ns;
+        tracked.origin.tid = chunk.tid;
+        let cursor = match chunk.direction {
+            Direction::Egress => &mut tracked.egress,
+            Direction::Ingress => &mut tracked.ingress,
+        };
+        let feed = cursor.on_chunk(chunk.offset, chunk.data.len() as u64, chunk.call_len, self.call_cap);
+        let mut outcome = Outcome::default();
+        let mut result = Ok(());
+        if feed.gap_before > 0 {
+            result = tracked.http.feed(chunk.direction, chunk.ts_ns, None, feed.gap_before, &mut outcome);
+        }
+        if result.is_ok() && feed.use_data {
+            result = tracked.http.feed(chunk.direction, chunk.ts_ns, Some(chunk.data), 0, &mut outcome);
+        }
+        if result.is_ok() && feed.gap_after > 0 {
+            result = tracked.http.feed(chunk.direction, chunk.ts_ns, None, feed.gap_after, &mut outcome);
+        }
+        let origin = tracked.origin;
+        self.absorb(origin, outcome, out);
+        if let Err(e) = result {
+            self.fail(chunk.id, chunk.ts_ns, &e, out);
+        }
+    }
+
+    fn absorb(&mut self, origin: Origin, outcome: Outcome, out: &mut Output) {
+        for exchange in outcome.exchanges {
+            out.exchanges.push(TrackedExchange { origin, exchange });
+        }
+        match outcome.classified {
+            Some(true) => out.verdicts.push((origin.id, Verdict::Track)),
+            Some(false) => self.ignore(origin.id, origin_last(&self.conns, origin.id), out),
+            None => {}
+        }
+    }
+
+    fn ignore(&mut self, id: ConnId, ts_ns: u64, out: &mut Output) {
+        self.conns.remove(&id);
+        self.ignored.insert(id, ts_ns);
+        out.verdicts.push((id, Verdict::Ignore));
+    }
+
+    fn fail(&mut self, id: ConnId, ts_ns: u64, error: &HttpError, out: &mut Output) {
+        // Bytes that are not HTTP/1.x of the expected role are a verdict, not a failure: the
+        // server side of a connection, HTTP/2, or another protocol over TLS.
+        if *error != HttpError::NotHttp {
+            out.failures.push(error.reason());
+        }
+        self.ignore(id, ts_ns, out);
+    }
+
+    pub fn on_close(&mut self, id: ConnId, ts_ns: u64, out: &mut Output) {
+        self.ignored.remove(&id);
+        let Some(mut tracked) = self.conns.remove(&id) else { return };
+        self.close_tracked(&mut tracked, ts_ns, out);
+    }
+
+    fn close_tracked(&mut self, tracked: &mut Tracked, ts_ns: u64, out: &mut Output) {
+        let mut outcome = Outcome::default();
+        let lost = tracked.ingress.take_pending();
+        let mut result = Ok(());
+        if lost > 0 {
+            result = tracked.http.feed(Direction::Ingress, ts_ns, None, lost, &mut outcome);
+        }
+        if result.is_ok() {
+            result = tracked.http.finish(ts_ns, &mut outcome);
+        }
+        for exchange in outcome.exchanges {
+            out.exchanges.push(TrackedExchange { origin: tracked.origin, exchange });
+        }
+        if let Err(e) = result {
+            if e != HttpError::NotHttp {
+                out.failures.push(e.reason());
+            }
+        } else if tracked.http.unanswered() > 0 {
+            out.failures.push("no_response");
+        }
+    }
+
+    /// The process is gone: its sessions end now.
+    pub fn on_exit(&mut self, tgid: u32, ts_ns: u64, out: &mut Output) {
+        let ids: Vec<ConnId> = self.conns.keys().filter(|id| id.tgid == tgid).copied().collect();
+        for id in ids {
+            if let Some(mut tracked) = self.conns.remove(&id) {
+                self.close_tracked(&mut tracked, ts_ns, out);
+            }
+            out.forget.push(id);
+        }
+        let ignored: Vec<ConnId> = self.ignored.keys().filter(|id| id.tgid == tgid).copied().collect();
+        for id in ignored {
+            self.ignored.remove(&id);
+            out.forget.push(id);
+        }
+    }
+
+    /// Drops connections silent for longer than `idle_ns` (a leaked session, a killed peer).
+    pub fn expire_idle(&mut self, now_ns: u64, idle_ns: u64, out: &mut Output) {
+        let stale: Vec<ConnId> =
+            self.conns.iter().filter(|(_, t)| now_ns.saturating_sub(t.last_ns) > idle_ns).map(|(id, _)| *id).collect();
+        for id in stale {
+            if let Some(mut tracked) = self.conns.remove(&id) {
+                self.close_tracked(&mut tracked, now_ns, out);
+            }
+            out.forget.push(id);
+        }
+        self.ignored.retain(|id, seen| {
+            let keep = now_ns.saturating_sub(*seen) <= idle_ns;
+            if !keep {
+                out.forget.push(*id);
+            }
+            keep
+        });
+    }
+}
+
+fn origin_last(conns: &HashMap<ConnId, Tracked>, id: ConnId) -> u64 {
+    conns.get(&id).map(|t| t.last_ns).unwrap_or(0)
+}

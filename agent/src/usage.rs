@@ -1,0 +1,128 @@
+//! From a complete exchange to a usage record: decode bodies, extract usage, attach identity.
+use serde::Serialize;
+use thiserror::Error;
+use tokentap_proto::{
+    http::{decode_body, DecodeError, Start},
+    llm::{self, LlmError},
+};
+
+use crate::{
+    clock::Clock,
+    identity::ProcessInfo,
+    streams::{conn::host_and_port, TrackedExchange},
+};
+
+/// One completed LLM call. Only counts, model names, attribution and timings: never payload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageRecord {
+    pub ts: String,
+    pub pid: u32,
+    pub comm: String,
+    pub exe: String,
+    pub cgroup_id: u64,
+    pub provider: &'static str,
+    pub operation: &'static str,
+    pub server_address: String,
+    pub server_port: u16,
+    pub request_model: Option<String>,
+    pub response_model: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub usage_source: &'static str,
+    pub streaming: bool,
+    pub http_status: u16,
+    pub duration_ms: f64,
+    pub time_to_first_chunk_ms: Option<f64>,
+    pub tls_library: &'static str,
+    pub truncated: bool,
+    pub error_type: Option<String>,
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum UsageError {
+    #[error("request body could not be decoded: {0}")]
+    RequestBody(DecodeError),
+    #[error("response body could not be decoded: {0}")]
+    ResponseBody(DecodeError),
+    #[error("usage could not be extracted: {0}")]
+    Llm(LlmError),
+}
+
+impl UsageError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UsageError::RequestBody(e) | UsageError::ResponseBody(e) => e.reason(),
+            UsageError::Llm(e) => e.reason(),
+        }
+    }
+}
+
+fn ms(from_ns: u64, to_ns: u64) -> f64 {
+    (to_ns.saturating_sub(from_ns) as f64 / 1_000.0).round() / 1_000.0
+}
+
+pub fn build(tracked: &TrackedExchange, process: &ProcessInfo, clock: &Clock, body_cap: usize) -> Result<UsageRecord, UsageError> {
+    let ex = &tracked.exchange;
+    let (request_body, request_truncated) = match &ex.request {
+        Some(m) if !m.truncated => {
+            (decode_body(ex.request_head.content_encoding(), &m.body, body_cap).map_err(UsageError::RequestBody)?, false)
+        }
+        // A cut body cannot be decompressed; a plain one may still yield the model name.
+        Some(m) => (if ex.request_head.content_encoding().is_none() { m.body.clone() } else { Vec::new() }, true),
+        None => (Vec::new(), true),
+    };
+    let head = &ex.response.head;
+    let status = match head.start {
+        Start::Response { status } => status,
+        Start::Request { .. } => 0,
+    };
+    let response_body = if ex.response.truncated {
+        if head.content_encoding().is_none() { ex.response.body.clone() } else { Vec::new() }
+    } else {
+        decode_body(head.content_encoding(), &ex.response.body, body_cap).map_err(UsageError::ResponseBody)?
+    };
+    let call = llm::extract(
+        ex.endpoint,
+        &llm::Exchange {
+            request_body: &request_body,
+            request_truncated,
+            status,
+            response_content_type: head.content_type(),
+            response_body: &response_body,
+            response_truncated: ex.response.truncated,
+        },
+    )
+    .map_err(UsageError::Llm)?;
+    let (host, port) = host_and_port(&ex.request_head);
+    Ok(UsageRecord {
+        ts: clock.rfc3339(ex.response_end_ns),
+        pid: tracked.origin.id.tgid,
+        comm: process.comm.clone(),
+        exe: process.exe.clone(),
+        cgroup_id: tracked.origin.cgroup_id,
+        provider: call.endpoint.provider.as_str(),
+        operation: call.endpoint.operation.as_str(),
+        server_address: host,
+        server_port: port.unwrap_or(443),
+        request_model: call.request_model,
+        response_model: call.response_model,
+        input_tokens: call.input_tokens,
+        output_tokens: call.output_tokens,
+        cached_input_tokens: call.cached_input_tokens,
+        reasoning_tokens: call.reasoning_tokens,
+        usage_source: call.usage_source.as_str(),
+        streaming: call.streaming,
+        http_status: status,
+        duration_ms: ms(ex.request_start_ns, ex.response_end_ns),
+        time_to_first_chunk_ms: if call.streaming {
+            ex.response_first_body_ns.map(|t| ms(ex.request_start_ns, t))
+        } else {
+            None
+        },
+        tls_library: tracked.origin.library.as_str(),
+        truncated: request_truncated || ex.response.truncated,
+        error_type: call.error_type,
+    })
+}
