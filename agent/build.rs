@@ -17,7 +17,11 @@ fn main() -> anyhow::Result<()> {
     let root = root.canonicalize().context("agent-ebpf directory")?;
     println!("cargo:rerun-if-changed={}", root.join("../agent-common/src").display());
     aya_build::build_ebpf(
-        [aya_build::Package { name: "tokentap-ebpf", root_dir: root.to_str().context("non-UTF-8 path")?, ..Default::default() }],
+        [aya_build::Package {
+            name: "tokentap-ebpf",
+            root_dir: root.to_str().context("non-UTF-8 path")?,
+            ..Default::default()
+        }],
         aya_build::Toolchain::default(),
     )
 }

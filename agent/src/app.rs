@@ -6,12 +6,12 @@ use std::{path::PathBuf, time::Instant};
 
 use aya::maps::{MapData, RingBuf};
 use thiserror::Error;
+use tokentap_common::verdict;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
     time::{interval, Duration, MissedTickBehavior},
 };
-use tokentap_common::verdict;
 
 use crate::{
     capture::{self, Capture, CaptureError, DataRecord, LoadOptions, ProcRecord},
@@ -65,9 +65,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     discovery.scan_standard_dirs(&mut capture);
     discovery.scan_all_processes(&mut capture);
     let sink = match &config.output.usage_log {
-        Some(path) => Sink::Log(
-            JsonLines::open(path).map_err(|source| AppError::UsageLog { path: path.clone(), source })?,
-        ),
+        Some(path) => {
+            Sink::Log(JsonLines::open(path).map_err(|source| AppError::UsageLog { path: path.clone(), source })?)
+        }
         None => Sink::Summary(Summary::default()),
     };
     let mut agent = Agent {

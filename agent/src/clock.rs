@@ -25,10 +25,7 @@ impl Clock {
 
     pub fn rfc3339(&self, monotonic_ns: u64) -> String {
         let wall = monotonic_ns as i128 + self.offset_ns;
-        OffsetDateTime::from_unix_timestamp_nanos(wall)
-            .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_default()
+        OffsetDateTime::from_unix_timestamp_nanos(wall).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
     }
 }
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokentap_common::{DEFAULT_CALL_CAP, MAX_CALL_CAP};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub capture: CaptureConfig,
@@ -60,11 +60,6 @@ impl Default for OutputConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config { capture: CaptureConfig::default(), endpoints: EndpointsConfig::default(), output: OutputConfig::default() }
-    }
-}
 
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
@@ -84,10 +79,7 @@ impl Config {
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(0);
-            let key = e
-                .span()
-                .and_then(|s| key_at(text, s.start))
-                .unwrap_or_else(|| "(document)".to_string());
+            let key = e.span().and_then(|s| key_at(text, s.start)).unwrap_or_else(|| "(document)".to_string());
             ConfigError::Invalid { file: file.to_string(), line, key, message: e.message().to_string() }
         })?;
         config.validate(file, text)?;
@@ -96,7 +88,11 @@ impl Config {
 
     fn validate(&self, file: &str, text: &str) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| {
-            let line = text.lines().position(|l| l.trim_start().starts_with(key.rsplit('.').next().unwrap_or(key))).map(|i| i + 1).unwrap_or(0);
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with(key.rsplit('.').next().unwrap_or(key)))
+                .map(|i| i + 1)
+                .unwrap_or(0);
             ConfigError::Invalid { file: file.to_string(), line, key: key.to_string(), message }
         };
         let c = &self.capture;
@@ -107,7 +103,10 @@ impl Config {
             return Err(invalid("capture.ring_buffer_bytes", "must be a power of two of at least 1 MiB".into()));
         }
         if (c.ring_buffer_bytes as u64) < 2 * c.call_cap_bytes {
-            return Err(invalid("capture.ring_buffer_bytes", "must hold at least two capped calls (2 × call_cap_bytes)".into()));
+            return Err(invalid(
+                "capture.ring_buffer_bytes",
+                "must hold at least two capped calls (2 × call_cap_bytes)".into(),
+            ));
         }
         if c.max_body_bytes < 1024 {
             return Err(invalid("capture.max_body_bytes", "must be at least 1024".into()));

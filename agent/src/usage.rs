@@ -63,12 +63,18 @@ fn ms(from_ns: u64, to_ns: u64) -> f64 {
     (to_ns.saturating_sub(from_ns) as f64 / 1_000.0).round() / 1_000.0
 }
 
-pub fn build(tracked: &TrackedExchange, process: &ProcessInfo, clock: &Clock, body_cap: usize) -> Result<UsageRecord, UsageError> {
+pub fn build(
+    tracked: &TrackedExchange,
+    process: &ProcessInfo,
+    clock: &Clock,
+    body_cap: usize,
+) -> Result<UsageRecord, UsageError> {
     let ex = &tracked.exchange;
     let (request_body, request_truncated) = match &ex.request {
-        Some(m) if !m.truncated => {
-            (decode_body(ex.request_head.content_encoding(), &m.body, body_cap).map_err(UsageError::RequestBody)?, false)
-        }
+        Some(m) if !m.truncated => (
+            decode_body(ex.request_head.content_encoding(), &m.body, body_cap).map_err(UsageError::RequestBody)?,
+            false,
+        ),
         // A cut body cannot be decompressed; a plain one may still yield the model name.
         Some(m) => (if ex.request_head.content_encoding().is_none() { m.body.clone() } else { Vec::new() }, true),
         None => (Vec::new(), true),
@@ -79,7 +85,11 @@ pub fn build(tracked: &TrackedExchange, process: &ProcessInfo, clock: &Clock, bo
         Start::Request { .. } => 0,
     };
     let response_body = if ex.response.truncated {
-        if head.content_encoding().is_none() { ex.response.body.clone() } else { Vec::new() }
+        if head.content_encoding().is_none() {
+            ex.response.body.clone()
+        } else {
+            Vec::new()
+        }
     } else {
         decode_body(head.content_encoding(), &ex.response.body, body_cap).map_err(UsageError::ResponseBody)?
     };

@@ -37,7 +37,8 @@ fn ensure_nightly() -> Result<()> {
 }
 
 fn ensure_rust_src() -> Result<()> {
-    let components = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))?;
+    let components =
+        output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))?;
     if components.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
@@ -53,12 +54,14 @@ fn ensure_bpf_linker() -> Result<()> {
     if bpf_linker_works("bpf-linker") {
         return Ok(());
     }
-    let cargo_home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| home().join(".cargo"));
+    let cargo_home = std::env::var("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|_| home().join(".cargo"));
     let installed = cargo_home.join("bin").join("bpf-linker");
     if bpf_linker_works(&installed.to_string_lossy()) {
-        bail!("bpf-linker is installed at {} but not on PATH: add {} to PATH", installed.display(), cargo_home.join("bin").display());
+        bail!(
+            "bpf-linker is installed at {} but not on PATH: add {} to PATH",
+            installed.display(),
+            cargo_home.join("bin").display()
+        );
     }
     eprintln!("xtask setup: building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM (about a minute)");
     let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
@@ -79,7 +82,16 @@ fn ensure_bpf_linker() -> Result<()> {
             .with_context(|| format!("linking {}", link.display()))?;
     }
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features", "--features", "llvm-22"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
         .env("LLVM_PREFIX", &prefix))?;
     if !bpf_linker_works(&installed.to_string_lossy()) {
         bail!("bpf-linker was built but `{} --version` fails", installed.display());

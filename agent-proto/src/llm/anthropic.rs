@@ -43,22 +43,13 @@ impl Fields {
     /// `(total input, cached)`.
     fn input_side(&self) -> (u64, u64) {
         let read = self.read.unwrap_or(0);
-        let total = self
-            .input
-            .unwrap_or(0)
-            .saturating_add(self.creation.unwrap_or(0))
-            .saturating_add(read);
+        let total = self.input.unwrap_or(0).saturating_add(self.creation.unwrap_or(0)).saturating_add(read);
         (total, read)
     }
 
     fn usage(&self) -> Usage {
         let (input, cached) = self.input_side();
-        Usage {
-            input,
-            output: self.output.unwrap_or(0),
-            cached,
-            reasoning: 0,
-        }
+        Usage { input, output: self.output.unwrap_or(0), cached, reasoning: 0 }
     }
 }
 
@@ -164,17 +155,12 @@ pub(crate) fn estimate_input(req: &Value, enc: Encoding) -> Option<u64> {
     let messages = req.get("messages")?.as_array()?;
     let mut n = REPLY_PRIMING;
     if let Some(system) = req.get("system") {
-        n = n
-            .saturating_add(PER_MESSAGE)
-            .saturating_add(content_tokens(system, enc));
+        n = n.saturating_add(PER_MESSAGE).saturating_add(content_tokens(system, enc));
     }
     for m in messages {
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
         let content = m.get("content").map_or(0, |c| content_tokens(c, enc));
-        n = n
-            .saturating_add(PER_MESSAGE)
-            .saturating_add(count(enc, role))
-            .saturating_add(content);
+        n = n.saturating_add(PER_MESSAGE).saturating_add(count(enc, role)).saturating_add(content);
     }
     Some(n)
 }

@@ -14,9 +14,7 @@ pub(crate) const REPLY_PRIMING: u64 = 3;
 pub(crate) fn content_tokens(v: &Value, enc: Encoding) -> u64 {
     match v {
         Value::String(s) => count(enc, s),
-        Value::Array(parts) => parts
-            .iter()
-            .fold(0u64, |n, p| n.saturating_add(part_tokens(p, enc))),
+        Value::Array(parts) => parts.iter().fold(0u64, |n, p| n.saturating_add(part_tokens(p, enc))),
         Value::Object(_) => part_tokens(v, enc),
         _ => 0,
     }

@@ -194,10 +194,7 @@ pub fn extract(endpoint: Endpoint, ex: &Exchange) -> Result<LlmCall, LlmError> {
         error_type: None,
     };
     if ex.status >= 400 {
-        let found = serde_json::from_slice::<Value>(ex.response_body)
-            .ok()
-            .as_ref()
-            .and_then(error_type_of);
+        let found = serde_json::from_slice::<Value>(ex.response_body).ok().as_ref().and_then(error_type_of);
         call.error_type = Some(found.unwrap_or_else(|| ex.status.to_string()));
         return Ok(call);
     }
@@ -209,10 +206,7 @@ pub fn extract(endpoint: Endpoint, ex: &Exchange) -> Result<LlmCall, LlmError> {
             .iter()
             .filter_map(|e| {
                 let value = serde_json::from_str::<Value>(e.data.trim()).ok()?;
-                value.is_object().then_some(Event {
-                    name: e.event.as_deref(),
-                    value,
-                })
+                value.is_object().then_some(Event { name: e.event.as_deref(), value })
             })
             .collect();
         if events.is_empty() {
@@ -229,8 +223,7 @@ pub fn extract(endpoint: Endpoint, ex: &Exchange) -> Result<LlmCall, LlmError> {
             Operation::Messages => anthropic::observe_stream(&events, &mut obs),
         }
     } else {
-        let value = serde_json::from_slice::<Value>(ex.response_body)
-            .map_err(|_| not_json(ex.response_truncated))?;
+        let value = serde_json::from_slice::<Value>(ex.response_body).map_err(|_| not_json(ex.response_truncated))?;
         if !value.is_object() {
             return Err(LlmError::UnexpectedShape("response is not a JSON object"));
         }
@@ -261,11 +254,7 @@ pub(crate) struct Event<'a> {
 impl Event<'_> {
     /// The JSON `type` field, else the SSE `event:` name.
     pub fn kind(&self) -> &str {
-        self.value
-            .get("type")
-            .and_then(Value::as_str)
-            .or(self.name)
-            .unwrap_or("")
+        self.value.get("type").and_then(Value::as_str).or(self.name).unwrap_or("")
     }
 }
 
@@ -332,9 +321,7 @@ impl Texts {
     }
 
     pub fn count(&self, encoding: Encoding) -> u64 {
-        self.0.iter().fold(0u64, |n, (_, t)| {
-            n.saturating_add(tokens::count(encoding, t))
-        })
+        self.0.iter().fold(0u64, |n, (_, t)| n.saturating_add(tokens::count(encoding, t)))
     }
 }
 
@@ -362,11 +349,7 @@ fn finish(mut call: LlmCall, obs: Observed, ex: &Exchange) -> Result<LlmCall, Ll
     if !obs.has_output {
         return Err(LlmError::NoUsage);
     }
-    let model = call
-        .request_model
-        .as_deref()
-        .or(call.response_model.as_deref())
-        .unwrap_or("");
+    let model = call.request_model.as_deref().or(call.response_model.as_deref()).unwrap_or("");
     let encoding = tokens::encoding_for_model(model);
     let (input, cached) = match obs.reported_input {
         Some(reported) => reported,
@@ -404,17 +387,11 @@ fn estimate_request(op: Operation, ex: &Exchange, encoding: Encoding) -> Result<
 /// Is the response body an event stream? The body's first bytes decide when they are
 /// unambiguous (`{` is JSON; `data:`, `event:`, `:` comments are SSE); else the media type.
 fn is_event_stream(content_type: Option<&str>, body: &[u8]) -> bool {
-    let start = body
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .map_or(&[][..], |i| &body[i..]);
+    let start = body.iter().position(|b| !b.is_ascii_whitespace()).map_or(&[][..], |i| &body[i..]);
     if start.starts_with(b"{") || start.starts_with(b"[") {
         return false;
     }
-    if [&b"data:"[..], b"event:", b":", b"id:", b"retry:"]
-        .iter()
-        .any(|p| start.starts_with(p))
-    {
+    if [&b"data:"[..], b"event:", b":", b"id:", b"retry:"].iter().any(|p| start.starts_with(p)) {
         return true;
     }
     content_type.is_some_and(|ct| ct.trim().eq_ignore_ascii_case("text/event-stream"))
@@ -423,18 +400,13 @@ fn is_event_stream(content_type: Option<&str>, body: &[u8]) -> bool {
 /// The `error.type` of an error body (`{"error": {"type": ...}}`, OpenAI and Anthropic alike).
 pub(crate) fn error_type_of(v: &Value) -> Option<String> {
     let error = v.get("error").filter(|e| e.is_object())?;
-    error
-        .get("type")
-        .and_then(Value::as_str)
-        .and_then(clean_error_type)
+    error.get("type").and_then(Value::as_str).and_then(clean_error_type)
 }
 
 /// A short identifier, or None: at most 64 chars, only `[A-Za-z0-9_.-]`.
 pub(crate) fn clean_error_type(s: &str) -> Option<String> {
     let s: String = s.chars().take(64).collect();
-    let ok = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     ok.then_some(s)
 }
 
@@ -451,13 +423,7 @@ pub(crate) fn clean_model(s: &str) -> Option<String> {
     Some(
         s.chars()
             .take(MAX_MODEL_LEN)
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "._:/@+=-".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || "._:/@+=-".contains(c) { c } else { '_' })
             .collect(),
     )
 }
@@ -469,8 +435,6 @@ pub(crate) fn num_at(v: &Value, path: &[&str]) -> Option<u64> {
         cur = cur.get(key)?;
     }
     cur.as_u64().or_else(|| {
-        cur.as_f64()
-            .filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0 && *f < 1e19)
-            .map(|f| f as u64)
+        cur.as_f64().filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0 && *f < 1e19).map(|f| f as u64)
     })
 }

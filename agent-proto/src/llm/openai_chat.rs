@@ -18,10 +18,7 @@ pub(crate) fn observe_json(v: &Value, obs: &mut Observed) {
     if let Some(choices) = v.get("choices").and_then(Value::as_array) {
         obs.has_output = true;
         for (pos, choice) in choices.iter().enumerate() {
-            let index = choice
-                .get("index")
-                .and_then(Value::as_u64)
-                .unwrap_or(pos as u64);
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
             if let Some(message) = choice.get("message") {
                 collect(message, index, obs);
             }
@@ -45,10 +42,7 @@ pub(crate) fn observe_stream(events: &[Event], obs: &mut Observed) {
         if let Some(choices) = v.get("choices").and_then(Value::as_array) {
             obs.has_output = true;
             for (pos, choice) in choices.iter().enumerate() {
-                let index = choice
-                    .get("index")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(pos as u64);
+                let index = choice.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
                 if let Some(delta) = choice.get("delta") {
                     collect(delta, index, obs);
                 }
@@ -114,7 +108,5 @@ pub(crate) fn usage(u: Option<&Value>) -> Option<Usage> {
 /// The cookbook estimate of the prompt: per message 3 + its strings (`name` +1), plus 3.
 pub(crate) fn estimate_input(req: &Value, enc: Encoding) -> Option<u64> {
     let messages = req.get("messages")?.as_array()?;
-    Some(messages.iter().fold(REPLY_PRIMING, |n, m| {
-        n.saturating_add(message_tokens(m, enc, &["tool_call_id"]))
-    }))
+    Some(messages.iter().fold(REPLY_PRIMING, |n, m| n.saturating_add(message_tokens(m, enc, &["tool_call_id"]))))
 }

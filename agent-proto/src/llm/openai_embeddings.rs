@@ -12,12 +12,8 @@ pub(crate) fn observe_json(v: &Value, obs: &mut Observed) {
         obs.set_error(error_type_of(v));
     }
     if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-        if let Some(input) = num_at(u, &["prompt_tokens"]).or_else(|| num_at(u, &["total_tokens"]))
-        {
-            obs.usage = Some(Usage {
-                input,
-                ..Usage::default()
-            });
+        if let Some(input) = num_at(u, &["prompt_tokens"]).or_else(|| num_at(u, &["total_tokens"])) {
+            obs.usage = Some(Usage { input, ..Usage::default() });
         }
     }
     if v.get("data").is_some_and(Value::is_array) {

@@ -29,9 +29,7 @@ fn observe_response(r: &Value, obs: &mut Observed) {
         obs.usage = Some(u);
     }
     if let Some(e) = r.get("error").filter(|e| e.is_object()) {
-        let code = ["code", "type"]
-            .iter()
-            .find_map(|k| e.get(k).and_then(Value::as_str).and_then(clean_error_type));
+        let code = ["code", "type"].iter().find_map(|k| e.get(k).and_then(Value::as_str).and_then(clean_error_type));
         obs.set_error(Some(code.unwrap_or_else(|| "response_failed".to_string())));
     }
 }
@@ -106,11 +104,8 @@ pub(crate) fn observe_stream(events: &[Event], obs: &mut Observed) {
                 obs.outputs.push(index, name.unwrap_or(""));
             }
             "error" => {
-                let code = super::error_type_of(v).or_else(|| {
-                    v.get("code")
-                        .and_then(Value::as_str)
-                        .and_then(clean_error_type)
-                });
+                let code = super::error_type_of(v)
+                    .or_else(|| v.get("code").and_then(Value::as_str).and_then(clean_error_type));
                 obs.set_error(code);
             }
             _ => {}
@@ -148,10 +143,7 @@ pub(crate) fn estimate_input(req: &Value, enc: Encoding) -> Option<u64> {
     }
     match input {
         Some(Value::String(s)) => {
-            n = n
-                .saturating_add(PER_MESSAGE)
-                .saturating_add(count(enc, "user"))
-                .saturating_add(count(enc, s));
+            n = n.saturating_add(PER_MESSAGE).saturating_add(count(enc, "user")).saturating_add(count(enc, s));
         }
         Some(Value::Array(items)) => {
             for item in items {

@@ -3,10 +3,8 @@
 use super::{Endpoint, Operation, Provider};
 
 /// Known AI provider API hosts and whose they are. Add hosts here.
-pub const KNOWN_AI_HOSTS: &[(&str, Provider)] = &[
-    ("api.openai.com", Provider::OpenAi),
-    ("api.anthropic.com", Provider::Anthropic),
-];
+pub const KNOWN_AI_HOSTS: &[(&str, Provider)] =
+    &[("api.openai.com", Provider::OpenAi), ("api.anthropic.com", Provider::Anthropic)];
 
 /// Path suffixes (segment-aligned, query stripped) and the operation each one means.
 const PATHS: &[(&str, Operation)] = &[
@@ -31,18 +29,12 @@ pub fn recognise(method: &str, host: &str, path: &str) -> Option<Endpoint> {
     let path = path.split(['?', '#']).next().unwrap_or("");
     let path = strip_origin(path);
     let path = path.strip_suffix('/').unwrap_or(path);
-    let operation = PATHS
-        .iter()
-        .find(|(suffix, _)| path.ends_with(suffix))
-        .map(|(_, op)| *op)?;
+    let operation = PATHS.iter().find(|(suffix, _)| path.ends_with(suffix)).map(|(_, op)| *op)?;
     let provider = known_provider(host).unwrap_or(match operation {
         Operation::Messages => Provider::Anthropic,
         _ => Provider::OpenAi,
     });
-    Some(Endpoint {
-        provider,
-        operation,
-    })
+    Some(Endpoint { provider, operation })
 }
 
 /// True if `host` is a known AI provider API host (see [`KNOWN_AI_HOSTS`]).
@@ -52,10 +44,7 @@ pub fn is_known_ai_host(host: &str) -> bool {
 
 fn known_provider(host: &str) -> Option<Provider> {
     let host = normalise_host(host);
-    KNOWN_AI_HOSTS
-        .iter()
-        .find(|(known, _)| host.eq_ignore_ascii_case(known))
-        .map(|(_, p)| *p)
+    KNOWN_AI_HOSTS.iter().find(|(known, _)| host.eq_ignore_ascii_case(known)).map(|(_, p)| *p)
 }
 
 /// Drops surrounding blanks, a `:port` and a trailing root dot.
@@ -63,9 +52,7 @@ fn normalise_host(host: &str) -> &str {
     let host = host.trim();
     let host = match host.rsplit_once(':') {
         // Not an IPv6 literal (those are bracketed, or have several colons).
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            name
-        }
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     };
     host.strip_suffix('.').unwrap_or(host)
@@ -84,10 +71,7 @@ mod tests {
     use super::*;
 
     fn ep(provider: Provider, operation: Operation) -> Option<Endpoint> {
-        Some(Endpoint {
-            provider,
-            operation,
-        })
+        Some(Endpoint { provider, operation })
     }
 
     #[test]
@@ -95,23 +79,11 @@ mod tests {
         use Operation::*;
         use Provider::*;
         let h = "api.openai.com";
-        assert_eq!(
-            recognise("POST", h, "/v1/chat/completions"),
-            ep(OpenAi, Chat)
-        );
+        assert_eq!(recognise("POST", h, "/v1/chat/completions"), ep(OpenAi, Chat));
         assert_eq!(recognise("POST", h, "/v1/responses"), ep(OpenAi, Responses));
-        assert_eq!(
-            recognise("POST", h, "/v1/embeddings"),
-            ep(OpenAi, Embeddings)
-        );
-        assert_eq!(
-            recognise("POST", h, "/v1/chat/completions?x=1"),
-            ep(OpenAi, Chat)
-        );
-        assert_eq!(
-            recognise("POST", h, "/v1/chat/completions/"),
-            ep(OpenAi, Chat)
-        );
+        assert_eq!(recognise("POST", h, "/v1/embeddings"), ep(OpenAi, Embeddings));
+        assert_eq!(recognise("POST", h, "/v1/chat/completions?x=1"), ep(OpenAi, Chat));
+        assert_eq!(recognise("POST", h, "/v1/chat/completions/"), ep(OpenAi, Chat));
         assert_eq!(recognise("GET", h, "/v1/chat/completions"), None);
         assert_eq!(recognise("GET", h, "/v1/models"), None);
         assert_eq!(recognise("POST", h, "/v1/completions"), None);
@@ -123,14 +95,8 @@ mod tests {
     fn compatible_servers_and_prefixes() {
         use Operation::*;
         use Provider::*;
-        assert_eq!(
-            recognise("POST", "localhost", "/chat/completions"),
-            ep(OpenAi, Chat)
-        );
-        assert_eq!(
-            recognise("POST", "gateway.internal", "/openai/v1/chat/completions"),
-            ep(OpenAi, Chat)
-        );
+        assert_eq!(recognise("POST", "localhost", "/chat/completions"), ep(OpenAi, Chat));
+        assert_eq!(recognise("POST", "gateway.internal", "/openai/v1/chat/completions"), ep(OpenAi, Chat));
         assert_eq!(
             recognise(
                 "POST",
@@ -139,14 +105,8 @@ mod tests {
             ),
             ep(OpenAi, Chat)
         );
-        assert_eq!(
-            recognise("POST", "127.0.0.1", "/v1/messages"),
-            ep(Anthropic, Messages)
-        );
-        assert_eq!(
-            recognise("POST", "proxy", "/anthropic/v1/messages"),
-            ep(Anthropic, Messages)
-        );
+        assert_eq!(recognise("POST", "127.0.0.1", "/v1/messages"), ep(Anthropic, Messages));
+        assert_eq!(recognise("POST", "proxy", "/anthropic/v1/messages"), ep(Anthropic, Messages));
         assert_eq!(recognise("POST", "x", "/v1/xchat/completions"), None);
         assert_eq!(recognise("POST", "x", "/v1/messages/count_tokens"), None);
         assert_eq!(recognise("POST", "x", "/v1/messages/batches"), None);
@@ -158,20 +118,10 @@ mod tests {
         use Operation::*;
         use Provider::*;
         // Anthropic's OpenAI-SDK compatibility endpoint.
+        assert_eq!(recognise("POST", "api.anthropic.com", "/v1/chat/completions"), ep(Anthropic, Chat));
+        assert_eq!(recognise("POST", "api.anthropic.com", "/v1/messages"), ep(Anthropic, Messages));
         assert_eq!(
-            recognise("POST", "api.anthropic.com", "/v1/chat/completions"),
-            ep(Anthropic, Chat)
-        );
-        assert_eq!(
-            recognise("POST", "api.anthropic.com", "/v1/messages"),
-            ep(Anthropic, Messages)
-        );
-        assert_eq!(
-            recognise(
-                "POST",
-                "API.OpenAI.com:443",
-                "https://api.openai.com/v1/responses"
-            ),
+            recognise("POST", "API.OpenAI.com:443", "https://api.openai.com/v1/responses"),
             ep(OpenAi, Responses)
         );
     }

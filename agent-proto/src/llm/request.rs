@@ -65,9 +65,7 @@ mod tests {
 
     #[test]
     fn reads_model_and_stream() {
-        let m = scan(
-            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
-        );
+        let m = scan(br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#);
         assert_eq!(m.model.as_deref(), Some("gpt-4o"));
         assert!(m.stream);
         let m = scan(br#"{"stream":false,"model":"o3"}"#);
@@ -77,7 +75,9 @@ mod tests {
 
     #[test]
     fn truncated_keeps_what_came_first() {
-        let m = scan(br#"{"model":"claude-sonnet-4-20250514","stream":true,"messages":[{"role":"user","content":"a long pro"#);
+        let m = scan(
+            br#"{"model":"claude-sonnet-4-20250514","stream":true,"messages":[{"role":"user","content":"a long pro"#,
+        );
         assert_eq!(m.model.as_deref(), Some("claude-sonnet-4-20250514"));
         assert!(m.stream);
         let m = scan(br#"{"messages":[{"role":"user","content":"hi"}],"model":"gpt-4"#);
@@ -89,10 +89,7 @@ mod tests {
         assert_eq!(scan(b""), RequestMeta::default());
         assert_eq!(scan(b"[1,2]"), RequestMeta::default());
         assert_eq!(scan(b"not json"), RequestMeta::default());
-        assert_eq!(
-            scan(br#"{"model":5,"stream":"yes"}"#),
-            RequestMeta::default()
-        );
+        assert_eq!(scan(br#"{"model":5,"stream":"yes"}"#), RequestMeta::default());
         let deep = "[".repeat(100_000);
         let body = format!("{{\"x\":{deep}");
         assert_eq!(scan(body.as_bytes()), RequestMeta::default());

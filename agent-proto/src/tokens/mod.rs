@@ -68,10 +68,8 @@ pub fn count(encoding: Encoding, text: &str) -> u64 {
     };
     let mut total = 0u64;
     for piece in Chunks::new(text) {
-        let n = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            bpe.encode_ordinary(piece).len() as u64
-        }))
-        .unwrap_or_else(|_| rough_count(piece));
+        let n = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bpe.encode_ordinary(piece).len() as u64))
+            .unwrap_or_else(|_| rough_count(piece));
         total = total.saturating_add(n);
     }
     total
@@ -156,10 +154,7 @@ fn is_safe_cut(prev: char, cur: char) -> bool {
     if cur == ' ' {
         return !prev.is_whitespace();
     }
-    let punct = matches!(
-        cur,
-        ',' | '.' | '!' | '?' | ';' | ':' | '，' | '。' | '！' | '？' | '；' | '：' | '、'
-    );
+    let punct = matches!(cur, ',' | '.' | '!' | '?' | ';' | ':' | '，' | '。' | '！' | '？' | '；' | '：' | '、');
     punct && is_plain_letter(prev)
 }
 
@@ -177,10 +172,7 @@ mod tests {
     use super::*;
 
     fn whole(encoding: Encoding, text: &str) -> u64 {
-        bpe(encoding)
-            .expect("tokenizer builds")
-            .encode_ordinary(text)
-            .len() as u64
+        bpe(encoding).expect("tokenizer builds").encode_ordinary(text).len() as u64
     }
 
     #[test]
@@ -191,12 +183,7 @@ mod tests {
         assert_eq!(count(Encoding::O200k, ""), 0);
         // From OpenAI's cookbook "How to count tokens with tiktoken".
         assert_eq!(count(Encoding::Cl100k, "tiktoken is great!"), 6);
-        assert_eq!(
-            bpe(Encoding::Cl100k)
-                .unwrap()
-                .encode_ordinary("hello world"),
-            vec![15339, 1917]
-        );
+        assert_eq!(bpe(Encoding::Cl100k).unwrap().encode_ordinary("hello world"), vec![15339, 1917]);
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! Decoding ring-buffer records into typed capture events. Pure: tested from byte fixtures.
 use thiserror::Error;
 use tokentap_common::{
-    data_kind, direction, flags, library, proc_kind, DataHeader, ProcEvent, DATA_HEADER_LEN,
-    PATH_LEN,
+    data_kind, direction, flags, library, proc_kind, DataHeader, ProcEvent, DATA_HEADER_LEN, PATH_LEN,
 };
 
 /// A TLS session: the owning process and the library's session object.
@@ -73,10 +72,17 @@ pub enum DataRecord<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcRecord {
-    Exec { tgid: u32 },
-    Exit { tgid: u32 },
+    Exec {
+        tgid: u32,
+    },
+    Exit {
+        tgid: u32,
+    },
     /// A process opened a `libssl.so*` file; `path` as the process named it.
-    LibOpen { tgid: u32, path: String },
+    LibOpen {
+        tgid: u32,
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]

@@ -89,7 +89,11 @@ impl Capture {
 
     /// Attaches the probe table to one library file. Returns how many probes attached and
     /// the optional symbols that could not be probed.
-    pub fn attach_library(&mut self, path: &Path, table: &[ProbeSpec]) -> Result<(usize, Vec<&'static str>), CaptureError> {
+    pub fn attach_library(
+        &mut self,
+        path: &Path,
+        table: &[ProbeSpec],
+    ) -> Result<(usize, Vec<&'static str>), CaptureError> {
         let mut attached = 0;
         let mut missing = Vec::new();
         for spec in table {
@@ -97,7 +101,11 @@ impl Capture {
             match program.attach(spec.symbol, path, UProbeScope::AllProcesses) {
                 Ok(_) => attached += 1,
                 Err(source) if spec.required => {
-                    return Err(CaptureError::RequiredProbe { path: path.display().to_string(), symbol: spec.symbol, source })
+                    return Err(CaptureError::RequiredProbe {
+                        path: path.display().to_string(),
+                        symbol: spec.symbol,
+                        source,
+                    })
                 }
                 Err(_) => {
                     if !missing.contains(&spec.symbol) {

@@ -120,8 +120,12 @@ impl Discovery {
 
     /// Runs the exec rescans that are due.
     pub fn tick(&mut self, capture: &mut Capture, now: Instant) {
-        let due: Vec<u32> =
-            self.rescans.iter().filter(|(_, times)| times.first().is_some_and(|t| *t <= now)).map(|(p, _)| *p).collect();
+        let due: Vec<u32> = self
+            .rescans
+            .iter()
+            .filter(|(_, times)| times.first().is_some_and(|t| *t <= now))
+            .map(|(p, _)| *p)
+            .collect();
         for pid in due {
             if let Some(times) = self.rescans.get_mut(&pid) {
                 times.remove(0);

@@ -10,7 +10,8 @@ pub struct ProcessInfo {
 
 impl ProcessInfo {
     pub fn read(pid: u32) -> ProcessInfo {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_string()).unwrap_or_default();
+        let comm =
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_string()).unwrap_or_default();
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
         ProcessInfo { comm, exe }
     }

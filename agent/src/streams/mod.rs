@@ -5,3 +5,6 @@ pub mod tracker;
 
 pub use conn::Exchange;
 pub use tracker::{Origin, Output, TrackedExchange, Tracker, TrackerConfig, Verdict};
+
+#[cfg(test)]
+mod tests;

@@ -34,14 +34,8 @@ fn plain_with_cache() {
 #[test]
 fn stream() {
     let call = extract(MESSAGES, &sse(REQUEST, STREAM)).unwrap();
-    assert_eq!(
-        call.request_model.as_deref(),
-        Some("claude-3-5-haiku-latest")
-    );
-    assert_eq!(
-        call.response_model.as_deref(),
-        Some("claude-3-5-haiku-20241022")
-    );
+    assert_eq!(call.request_model.as_deref(), Some("claude-3-5-haiku-latest"));
+    assert_eq!(call.response_model.as_deref(), Some("claude-3-5-haiku-20241022"));
     assert_eq!((call.input_tokens, call.output_tokens), (25, 15));
     assert_eq!((call.cached_input_tokens, call.reasoning_tokens), (0, 0));
     assert_eq!(call.usage_source, UsageSource::Reported);
@@ -51,10 +45,7 @@ fn stream() {
 #[test]
 fn stream_message_delta_usage_wins() {
     let call = extract(MESSAGES, &sse(REQUEST, STREAM_CACHE_TOOLS)).unwrap();
-    assert_eq!(
-        call.response_model.as_deref(),
-        Some("claude-sonnet-4-5-20250929")
-    );
+    assert_eq!(call.response_model.as_deref(), Some("claude-sonnet-4-5-20250929"));
     assert_eq!(call.input_tokens, 9 + 2051 + 4096);
     assert_eq!(call.cached_input_tokens, 4096);
     assert_eq!(call.output_tokens, 58);
@@ -74,10 +65,7 @@ event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason
 
 /// The stream up to (not including) its `message_delta`.
 fn without_message_delta() -> &'static [u8] {
-    let at = STREAM
-        .windows(b"event: message_delta".len())
-        .position(|w| w == b"event: message_delta")
-        .unwrap();
+    let at = STREAM.windows(b"event: message_delta".len()).position(|w| w == b"event: message_delta").unwrap();
     &STREAM[..at]
 }
 
@@ -89,10 +77,7 @@ fn stream_without_message_delta() {
     assert_eq!(call.usage_source, UsageSource::Estimated);
     assert_eq!(call.input_tokens, 25);
     assert_eq!(call.output_tokens, count(Encoding::Cl100k, GREETING));
-    let ex = Exchange {
-        response_truncated: true,
-        ..sse(REQUEST, body)
-    };
+    let ex = Exchange { response_truncated: true, ..sse(REQUEST, body) };
     assert_eq!(extract(MESSAGES, &ex), Err(LlmError::Truncated));
 }
 

@@ -7,22 +7,10 @@ mod robustness;
 
 use super::*;
 
-pub(super) const CHAT: Endpoint = Endpoint {
-    provider: Provider::OpenAi,
-    operation: Operation::Chat,
-};
-pub(super) const RESPONSES: Endpoint = Endpoint {
-    provider: Provider::OpenAi,
-    operation: Operation::Responses,
-};
-pub(super) const EMBEDDINGS: Endpoint = Endpoint {
-    provider: Provider::OpenAi,
-    operation: Operation::Embeddings,
-};
-pub(super) const MESSAGES: Endpoint = Endpoint {
-    provider: Provider::Anthropic,
-    operation: Operation::Messages,
-};
+pub(super) const CHAT: Endpoint = Endpoint { provider: Provider::OpenAi, operation: Operation::Chat };
+pub(super) const RESPONSES: Endpoint = Endpoint { provider: Provider::OpenAi, operation: Operation::Responses };
+pub(super) const EMBEDDINGS: Endpoint = Endpoint { provider: Provider::OpenAi, operation: Operation::Embeddings };
+pub(super) const MESSAGES: Endpoint = Endpoint { provider: Provider::Anthropic, operation: Operation::Messages };
 pub(super) const ALL: [Endpoint; 4] = [CHAT, RESPONSES, EMBEDDINGS, MESSAGES];
 
 /// A complete 200 exchange with a JSON response.
@@ -39,18 +27,12 @@ pub(super) fn json<'a>(request: &'a [u8], response: &'a [u8]) -> Exchange<'a> {
 
 /// A complete 200 exchange with an event-stream response.
 pub(super) fn sse<'a>(request: &'a [u8], response: &'a [u8]) -> Exchange<'a> {
-    Exchange {
-        response_content_type: Some("text/event-stream"),
-        ..json(request, response)
-    }
+    Exchange { response_content_type: Some("text/event-stream"), ..json(request, response) }
 }
 
 /// An error exchange.
 pub(super) fn failed<'a>(status: u16, request: &'a [u8], response: &'a [u8]) -> Exchange<'a> {
-    Exchange {
-        status,
-        ..json(request, response)
-    }
+    Exchange { status, ..json(request, response) }
 }
 
 #[test]
@@ -94,15 +76,9 @@ fn model_names_are_sanitised() {
 
 #[test]
 fn error_types_are_sanitised() {
-    assert_eq!(
-        clean_error_type("overloaded_error").as_deref(),
-        Some("overloaded_error")
-    );
+    assert_eq!(clean_error_type("overloaded_error").as_deref(), Some("overloaded_error"));
     assert_eq!(clean_error_type("a.b-c_1").as_deref(), Some("a.b-c_1"));
     assert_eq!(clean_error_type("has space"), None);
     assert_eq!(clean_error_type(""), None);
-    assert_eq!(
-        clean_error_type(&"e".repeat(100)).map(|t| t.len()),
-        Some(64)
-    );
+    assert_eq!(clean_error_type(&"e".repeat(100)).map(|t| t.len()), Some(64));
 }

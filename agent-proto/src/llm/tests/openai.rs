@@ -54,10 +54,7 @@ fn chat_stream_with_usage() {
     let req = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello!"}],"stream":true,"stream_options":{"include_usage":true}}"#;
     let call = extract(CHAT, &sse(req, CHAT_STREAM_USAGE)).unwrap();
     assert_eq!(call.request_model.as_deref(), Some("gpt-4o-mini"));
-    assert_eq!(
-        call.response_model.as_deref(),
-        Some("gpt-4o-mini-2024-07-18")
-    );
+    assert_eq!(call.response_model.as_deref(), Some("gpt-4o-mini-2024-07-18"));
     assert_eq!((call.input_tokens, call.output_tokens), (19, 10));
     assert_eq!((call.cached_input_tokens, call.reasoning_tokens), (0, 0));
     assert_eq!(call.usage_source, UsageSource::Reported);
@@ -70,10 +67,9 @@ fn chat_stream_without_usage_is_estimated() {
     let req = chat_request("gpt-4o", true);
     let call = extract(CHAT, &sse(req.as_bytes(), CHAT_STREAM_NO_USAGE)).unwrap();
     let enc = Encoding::O200k;
-    let generated = "Let me check the weather in Paris for you.get_weather{\"location\":\"Paris, France\",\"unit\":\"celsius\"}";
-    let prompt = 3
-        + (3 + count(enc, "system") + count(enc, SYSTEM))
-        + (3 + count(enc, "user") + count(enc, QUESTION));
+    let generated =
+        "Let me check the weather in Paris for you.get_weather{\"location\":\"Paris, France\",\"unit\":\"celsius\"}";
+    let prompt = 3 + (3 + count(enc, "system") + count(enc, SYSTEM)) + (3 + count(enc, "user") + count(enc, QUESTION));
     assert_eq!(call.usage_source, UsageSource::Estimated);
     assert_eq!(call.output_tokens, count(enc, generated));
     assert_eq!(call.input_tokens, prompt);
@@ -85,10 +81,7 @@ fn chat_stream_without_usage_is_estimated() {
 #[test]
 fn stream_detected_without_content_type_or_stream_flag() {
     let req = chat_request("gpt-4o", false);
-    let ex = Exchange {
-        response_content_type: None,
-        ..json(req.as_bytes(), CHAT_STREAM_USAGE)
-    };
+    let ex = Exchange { response_content_type: None, ..json(req.as_bytes(), CHAT_STREAM_USAGE) };
     let call = extract(CHAT, &ex).unwrap();
     assert!(call.streaming);
     assert_eq!((call.input_tokens, call.output_tokens), (19, 10));
@@ -99,14 +92,8 @@ fn cookbook_example_matches_the_api() {
     // OpenAI's cookbook reports 129 prompt tokens for these messages on gpt-4-0613 (cl100k),
     // as counted by the API itself, and 124 on gpt-4o (o200k).
     let req: serde_json::Value = serde_json::from_slice(COOKBOOK_REQUEST).unwrap();
-    assert_eq!(
-        openai_chat::estimate_input(&req, Encoding::Cl100k),
-        Some(129)
-    );
-    assert_eq!(
-        openai_chat::estimate_input(&req, Encoding::O200k),
-        Some(124)
-    );
+    assert_eq!(openai_chat::estimate_input(&req, Encoding::Cl100k), Some(129));
+    assert_eq!(openai_chat::estimate_input(&req, Encoding::O200k), Some(124));
     // And end to end, from a stream that reports no usage.
     let call = extract(CHAT, &sse(COOKBOOK_REQUEST, CHAT_STREAM_NO_USAGE)).unwrap();
     assert_eq!(call.input_tokens, 129);
@@ -144,8 +131,7 @@ fn chat_plain_without_usage_is_estimated() {
 
 #[test]
 fn chat_parallel_choices_are_counted_apart() {
-    let resp =
-        br#"{"id":"chatcmpl-2","object":"chat.completion","created":1,"model":"gpt-4o","choices":[
+    let resp = br#"{"id":"chatcmpl-2","object":"chat.completion","created":1,"model":"gpt-4o","choices":[
         {"index":0,"message":{"role":"assistant","content":"Yes"},"finish_reason":"stop"},
         {"index":1,"message":{"role":"assistant","content":"No"},"finish_reason":"stop"}]}"#;
     let req = chat_request("gpt-4o", false);
@@ -156,8 +142,7 @@ fn chat_parallel_choices_are_counted_apart() {
 
 #[test]
 fn responses_plain() {
-    let req =
-        br#"{"model":"gpt-4.1","input":"Tell me a three sentence bedtime story about a unicorn."}"#;
+    let req = br#"{"model":"gpt-4.1","input":"Tell me a three sentence bedtime story about a unicorn."}"#;
     let call = extract(RESPONSES, &json(req, RESPONSES_PLAIN)).unwrap();
     assert_eq!(
         call,
@@ -183,10 +168,7 @@ const POEM: &str = "Roses are red, violets are blue \u{2014} tokens are counted 
 fn responses_stream() {
     let call = extract(RESPONSES, &sse(RESPONSES_REQUEST, RESPONSES_STREAM)).unwrap();
     assert_eq!(call.request_model.as_deref(), Some("gpt-5-mini"));
-    assert_eq!(
-        call.response_model.as_deref(),
-        Some("gpt-5-mini-2025-08-07")
-    );
+    assert_eq!(call.response_model.as_deref(), Some("gpt-5-mini-2025-08-07"));
     assert_eq!((call.input_tokens, call.output_tokens), (27, 83));
     assert_eq!((call.cached_input_tokens, call.reasoning_tokens), (0, 64));
     assert_eq!(call.usage_source, UsageSource::Reported);
@@ -204,10 +186,7 @@ fn responses_stream_without_completed_event() {
     assert_eq!(call.output_tokens, count(enc, POEM));
     assert_eq!(call.input_tokens, input);
     // Cut by the capture instead: nothing trustworthy to report.
-    let ex = Exchange {
-        response_truncated: true,
-        ..sse(RESPONSES_REQUEST, RESPONSES_STREAM_CUT)
-    };
+    let ex = Exchange { response_truncated: true, ..sse(RESPONSES_REQUEST, RESPONSES_STREAM_CUT) };
     assert_eq!(extract(RESPONSES, &ex), Err(LlmError::Truncated));
 }
 
@@ -216,29 +195,20 @@ fn responses_plain_without_usage_counts_output_items() {
     let resp = br#"{"id":"resp_1","object":"response","created_at":1,"status":"completed","error":null,"model":"gpt-4o","output":[
         {"type":"function_call","id":"fc_1","call_id":"call_1","name":"get_weather","arguments":"{\"city\":\"Oslo\"}","status":"completed"},
         {"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Checking.","annotations":[]}]}],"usage":null}"#;
-    let req = br#"{"model":"gpt-4o","input":[{"role":"user","content":[{"type":"input_text","text":"Weather in Oslo?"}]}]}"#;
+    let req =
+        br#"{"model":"gpt-4o","input":[{"role":"user","content":[{"type":"input_text","text":"Weather in Oslo?"}]}]}"#;
     let call = extract(RESPONSES, &json(req, resp)).unwrap();
     let enc = Encoding::O200k;
     assert_eq!(call.usage_source, UsageSource::Estimated);
-    assert_eq!(
-        call.output_tokens,
-        count(enc, "get_weather{\"city\":\"Oslo\"}") + count(enc, "Checking.")
-    );
-    assert_eq!(
-        call.input_tokens,
-        3 + 3 + count(enc, "user") + count(enc, "Weather in Oslo?")
-    );
+    assert_eq!(call.output_tokens, count(enc, "get_weather{\"city\":\"Oslo\"}") + count(enc, "Checking."));
+    assert_eq!(call.input_tokens, 3 + 3 + count(enc, "user") + count(enc, "Weather in Oslo?"));
 }
 
 #[test]
 fn responses_failed_in_stream() {
     let body = b"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"model\":\"o3\",\"output\":[],\"usage\":null,\"error\":null}}\n\n\
 event: response.failed\ndata: {\"type\":\"response.failed\",\"sequence_number\":1,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"failed\",\"model\":\"o3\",\"output\":[],\"usage\":null,\"error\":{\"code\":\"server_error\",\"message\":\"The model failed.\"}}}\n\n";
-    let call = extract(
-        RESPONSES,
-        &sse(br#"{"model":"o3","input":"hi","stream":true}"#, body),
-    )
-    .unwrap();
+    let call = extract(RESPONSES, &sse(br#"{"model":"o3","input":"hi","stream":true}"#, body)).unwrap();
     assert_eq!(call.error_type.as_deref(), Some("server_error"));
     assert_eq!((call.input_tokens, call.output_tokens), (0, 0));
     assert_eq!(call.usage_source, UsageSource::Reported);
@@ -282,20 +252,14 @@ fn truncated_request_still_reports_usage() {
         "Hello! ".repeat(100)
     );
     let cut = &full.as_bytes()[..full.len() / 2];
-    let ex = Exchange {
-        request_truncated: true,
-        ..sse(cut, CHAT_STREAM_USAGE)
-    };
+    let ex = Exchange { request_truncated: true, ..sse(cut, CHAT_STREAM_USAGE) };
     let call = extract(CHAT, &ex).unwrap();
     assert_eq!(call.request_model.as_deref(), Some("gpt-4o-mini"));
     assert_eq!((call.input_tokens, call.output_tokens), (19, 10));
     // Model after the cut: unknown, still fine.
     let ex = Exchange {
         request_truncated: true,
-        ..sse(
-            br#"{"messages":[{"role":"user","content":"Hel"#,
-            CHAT_STREAM_USAGE,
-        )
+        ..sse(br#"{"messages":[{"role":"user","content":"Hel"#, CHAT_STREAM_USAGE)
     };
     let call = extract(CHAT, &ex).unwrap();
     assert_eq!(call.request_model, None);

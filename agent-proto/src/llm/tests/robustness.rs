@@ -126,10 +126,7 @@ fn every_prefix_of_every_fixture() {
         // Every cut in small fixtures; a stride through big ones (debug-build parse time).
         let stride = if fixture.len() > 2048 { 7 } else { 1 };
         for cut in (0..fixture.len()).step_by(stride) {
-            let ex = Exchange {
-                response_truncated: true,
-                ..sse(request, &fixture[..cut])
-            };
+            let ex = Exchange { response_truncated: true, ..sse(request, &fixture[..cut]) };
             for ep in ALL {
                 let _ = extract(ep, &ex);
             }

@@ -1,0 +1,136 @@
+//! The tracker from synthetic capture chunks: pairing, verdicts, gaps, closes, exits.
+use super::*;
+use crate::capture::event::{ConnId, DataChunk, Direction, TlsLibrary};
+
+const CAP: u64 = 1024;
+
+fn tracker() -> Tracker {
+    Tracker::new(TrackerConfig { call_cap: CAP, body_cap: 1 << 20, extra_ai_hosts: vec!["gw.internal".into()] })
+}
+
+fn chunk(conn: u64, direction: Direction, ts_ns: u64, data: &[u8]) -> DataChunk<'_> {
+    DataChunk {
+        id: ConnId { tgid: 100, conn },
+        tid: 101,
+        cgroup_id: 5,
+        ts_ns,
+        direction,
+        library: TlsLibrary::OpenSsl,
+        call_len: data.len() as u64,
+        offset: 0,
+        truncated: false,
+        data,
+    }
+}
+
+fn chat_request(body: &str) -> Vec<u8> {
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bearer sk-secret\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        body
+    )
+    .into_bytes()
+}
+
+fn json_response(body: &str) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}", body.len(), body)
+        .into_bytes()
+}
+
+const REQ: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+const RESP: &str = r#"{"id":"x","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}"#;
+
+#[test]
+fn keep_alive_pairs_in_order_with_timings() {
+    let mut t = tracker();
+    let mut out = Output::default();
+    for i in 0..20u64 {
+        let base = i * 1000;
+        t.on_chunk(&chunk(1, Direction::Egress, base + 10, &chat_request(REQ)), &mut out);
+        t.on_chunk(&chunk(1, Direction::Ingress, base + 50, &json_response(RESP)), &mut out);
+    }
+    assert_eq!(out.exchanges.len(), 20);
+    assert_eq!(out.verdicts, vec![(ConnId { tgid: 100, conn: 1 }, Verdict::Track)]);
+    let first = &out.exchanges[0].exchange;
+    assert_eq!(first.request_start_ns, 10);
+    assert_eq!(first.response_end_ns, 50);
+    assert_eq!(out.exchanges[19].exchange.request_start_ns, 19_010);
+    assert!(out.failures.is_empty());
+}
+
+#[test]
+fn server_side_and_non_ai_connections_are_ignored() {
+    let mut t = tracker();
+    let mut out = Output::default();
+    // A server reads a request first: not a response, so the connection is not a client's.
+    t.on_chunk(&chunk(2, Direction::Ingress, 1, &chat_request(REQ)), &mut out);
+    // A server writes a response: not a request.
+    t.on_chunk(&chunk(3, Direction::Egress, 1, &json_response(RESP)), &mut out);
+    // A client fetching a web page from an unknown host.
+    t.on_chunk(&chunk(4, Direction::Egress, 1, b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n"), &mut out);
+    // HTTP/2 preface.
+    t.on_chunk(&chunk(5, Direction::Egress, 1, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), &mut out);
+    let ignored: Vec<u64> = out.verdicts.iter().filter(|(_, v)| *v == Verdict::Ignore).map(|(id, _)| id.conn).collect();
+    assert_eq!(ignored, vec![2, 3, 4, 5]);
+    assert!(out.failures.is_empty(), "ignoring is not a parse failure");
+    // Chunks still in flight for an ignored connection are dropped quietly.
+    t.on_chunk(&chunk(4, Direction::Ingress, 2, &json_response(RESP)), &mut out);
+    assert!(out.exchanges.is_empty());
+    assert_eq!(t.live_connections(), 0);
+}
+
+#[test]
+fn gateway_host_from_config_is_tracked() {
+    let mut t = tracker();
+    let mut out = Output::default();
+    t.on_chunk(&chunk(6, Direction::Egress, 1, b"GET /models HTTP/1.1\r\nHost: gw.internal:8443\r\n\r\n"), &mut out);
+    assert_eq!(out.verdicts, vec![(ConnId { tgid: 100, conn: 6 }, Verdict::Track)]);
+}
+
+#[test]
+fn truncated_request_call_is_skipped_as_a_gap() {
+    let mut t = tracker();
+    let mut out = Output::default();
+    let body = format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(3000));
+    let req = chat_request(&body);
+    let mut c = chunk(7, Direction::Egress, 1, &req[..CAP as usize]);
+    c.call_len = req.len() as u64;
+    c.truncated = true;
+    t.on_chunk(&c, &mut out);
+    t.on_chunk(&chunk(7, Direction::Ingress, 9, &json_response(RESP)), &mut out);
+    assert_eq!(out.exchanges.len(), 1);
+    let request = out.exchanges[0].exchange.request.as_ref().expect("request completed through the gap");
+    assert!(request.truncated);
+    assert_eq!(request.body_len, body.len() as u64);
+}
+
+#[test]
+fn close_completes_read_until_close_and_exit_forgets() {
+    let mut t = tracker();
+    let mut out = Output::default();
+    t.on_chunk(&chunk(8, Direction::Egress, 1, &chat_request(REQ)), &mut out);
+    let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{RESP}");
+    t.on_chunk(&chunk(8, Direction::Ingress, 2, resp.as_bytes()), &mut out);
+    assert!(out.exchanges.is_empty());
+    t.on_close(ConnId { tgid: 100, conn: 8 }, 3, &mut out);
+    assert_eq!(out.exchanges.len(), 1);
+    assert_eq!(out.exchanges[0].exchange.response_end_ns, 3);
+
+    t.on_chunk(&chunk(9, Direction::Egress, 4, &chat_request(REQ)), &mut out);
+    t.on_exit(100, 5, &mut out);
+    assert_eq!(out.forget, vec![ConnId { tgid: 100, conn: 9 }]);
+    assert_eq!(out.failures, vec!["no_response"]);
+}
+
+#[test]
+fn garbage_after_a_good_start_is_a_counted_failure() {
+    let mut t = tracker();
+    let mut out = Output::default();
+    t.on_chunk(&chunk(10, Direction::Egress, 1, &chat_request(REQ)), &mut out);
+    t.on_chunk(
+        &chunk(10, Direction::Ingress, 2, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+        &mut out,
+    );
+    assert_eq!(out.failures.len(), 1);
+    assert_eq!(t.live_connections(), 0);
+}
