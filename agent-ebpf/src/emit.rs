@@ -4,8 +4,7 @@ use aya_ebpf::helpers::{
     generated::{bpf_loop, bpf_probe_read_user},
 };
 use tokentap_common::{
-    counter, data_kind, flags, ConnKey, DataHeader, CHUNK_LEN, DATA_HEADER_LEN,
-    MAX_CHUNKS_PER_CALL,
+    counter, data_kind, flags, ConnKey, DataHeader, CHUNK_LEN, DATA_HEADER_LEN, MAX_CHUNKS_PER_CALL,
 };
 
 use crate::maps::{bump, CallArgs, CALL_CAP, CONN_STATE, DATA_EVENTS, SCRATCH};

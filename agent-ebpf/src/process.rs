@@ -4,10 +4,7 @@
 //! library is covered from its first call. These notices let the agent attach to libraries
 //! it has not seen yet (new container images, vendored copies) as soon as they are opened.
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        bpf_probe_read_user_str_bytes,
-    },
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str_bytes},
     macros::tracepoint,
     programs::TracePointContext,
 };

@@ -191,6 +191,7 @@ impl Agent {
         for id in out.forget.drain(..) {
             self.capture.forget(id);
         }
+        self.stats.cut_responses += std::mem::take(&mut out.cut_responses);
         for reason in out.failures.drain(..) {
             self.stats.failure(reason);
         }
@@ -224,7 +225,12 @@ impl Agent {
         self.discovery.tick(&mut self.capture, Instant::now());
         self.stats.libraries_attached = self.discovery.attached.len();
         self.stats.library_attach_failures = self.discovery.failures;
-        self.stats.kernel = self.capture.counters();
+        let kernel = self.capture.counters();
+        let lost = (kernel.data_lost + kernel.proc_lost).saturating_sub(self.stats.kernel.data_lost + self.stats.kernel.proc_lost);
+        if lost > 0 {
+            tracing::warn!(lost, "capture events lost (ring buffer full, or user memory unreadable); consider raising capture.ring_buffer_bytes");
+        }
+        self.stats.kernel = kernel;
     }
 
     fn show_summary(&mut self) {

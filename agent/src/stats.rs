@@ -11,6 +11,8 @@ pub struct Stats {
     /// Parse failures by reason.
     pub parse_failures: BTreeMap<&'static str, u64>,
     pub connections_ignored: u64,
+    /// Responses completed by their connection's close (clients that stop reading a stream).
+    pub cut_responses: u64,
     pub kernel: KernelCounters,
     pub libraries_attached: usize,
     pub library_attach_failures: usize,

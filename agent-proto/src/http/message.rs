@@ -243,6 +243,19 @@ impl MessageParser {
         })
     }
 
+    /// After [`finish`](Self::finish) reported [`HttpError::Incomplete`]: the message whose body
+    /// was cut by the close, with the body received so far. Clients routinely close a
+    /// Server-Sent Events stream after its last event without reading the chunked encoding's
+    /// terminator; the events they read are all there. The parser stays failed.
+    pub fn take_partial(&mut self) -> Option<Message> {
+        if self.failed != Some(HttpError::Incomplete) {
+            return None;
+        }
+        let message = self.current.take().map(Current::into_message);
+        self.framing = Framing::Head;
+        message
+    }
+
     /// True while a message has started (any byte of it, or an interim response, seen) but not
     /// completed. False once the parser has failed.
     pub fn in_message(&self) -> bool {

@@ -36,6 +36,8 @@ pub struct Outcome {
     /// The first request showed what this connection is: `Some(true)` an AI API, `Some(false)`
     /// something else.
     pub classified: Option<bool>,
+    /// Responses completed by the connection's close before their framing said they ended.
+    pub cut_responses: u64,
 }
 
 pub struct HttpConnection {
@@ -44,6 +46,7 @@ pub struct HttpConnection {
     pending: VecDeque<Pending>,
     request_start_ns: Option<u64>,
     first_body_ns: Option<u64>,
+    last_ingress_ns: Option<u64>,
     classified: bool,
     events: Vec<Event>,
     extra_ai_hosts: std::sync::Arc<Vec<String>>,
@@ -83,6 +86,7 @@ impl HttpConnection {
             pending: VecDeque::new(),
             request_start_ns: None,
             first_body_ns: None,
+            last_ingress_ns: None,
             classified: false,
             events: Vec::new(),
             extra_ai_hosts,
@@ -108,8 +112,10 @@ impl HttpConnection {
             Direction::Egress => &mut self.requests,
             Direction::Ingress => &mut self.responses,
         };
-        if direction == Direction::Egress && !parser.in_message() {
-            self.request_start_ns = Some(ts_ns);
+        match direction {
+            Direction::Egress if !parser.in_message() => self.request_start_ns = Some(ts_ns),
+            Direction::Egress => {}
+            Direction::Ingress => self.last_ingress_ns = Some(ts_ns),
         }
         let result = match data {
             Some(bytes) => parser.feed(bytes, &mut events),
@@ -122,12 +128,23 @@ impl HttpConnection {
         result
     }
 
-    /// The connection ended: completes a response delimited by the close.
+    /// The connection ended: completes a response delimited by the close, and accepts a
+    /// response whose body the client stopped reading (a streaming client that closes after
+    /// the last event without reading the chunked terminator). Such a response ends at the
+    /// last bytes read, and `Outcome::cut_responses` counts it.
     pub fn finish(&mut self, ts_ns: u64, out: &mut Outcome) -> Result<(), HttpError> {
         let mut events = Vec::new();
-        let result = self.responses.finish(&mut events);
+        let mut result = self.responses.finish(&mut events);
+        if result == Err(HttpError::Incomplete) {
+            if let Some(partial) = self.responses.take_partial() {
+                events.push(Event::Complete(partial));
+                out.cut_responses += 1;
+                result = Ok(());
+            }
+        }
+        let end_ns = self.last_ingress_ns.unwrap_or(ts_ns);
         for event in events {
-            self.on_event(Direction::Ingress, ts_ns, event, out);
+            self.on_event(Direction::Ingress, end_ns, event, out);
         }
         result
     }

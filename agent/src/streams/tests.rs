@@ -114,7 +114,7 @@ fn close_completes_read_until_close_and_exit_forgets() {
     assert!(out.exchanges.is_empty());
     t.on_close(ConnId { tgid: 100, conn: 8 }, 3, &mut out);
     assert_eq!(out.exchanges.len(), 1);
-    assert_eq!(out.exchanges[0].exchange.response_end_ns, 3);
+    assert_eq!(out.exchanges[0].exchange.response_end_ns, 2, "the last byte read");
 
     t.on_chunk(&chunk(9, Direction::Egress, 4, &chat_request(REQ)), &mut out);
     t.on_exit(100, 5, &mut out);
@@ -133,4 +133,19 @@ fn garbage_after_a_good_start_is_a_counted_failure() {
     );
     assert_eq!(out.failures.len(), 1);
     assert_eq!(t.live_connections(), 0);
+}
+
+#[test]
+fn stream_closed_before_the_chunked_terminator_still_completes() {
+    let mut t = tracker();
+    let mut out = Output::default();
+    t.on_chunk(&chunk(11, Direction::Egress, 1, &chat_request(REQ)), &mut out);
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+    t.on_chunk(&chunk(11, Direction::Ingress, 2, head), &mut out);
+    t.on_chunk(&chunk(11, Direction::Ingress, 3, b"e\r\ndata: [DONE]\n\n\r\n"), &mut out);
+    t.on_close(ConnId { tgid: 100, conn: 11 }, 9, &mut out);
+    assert_eq!(out.exchanges.len(), 1);
+    assert_eq!(out.exchanges[0].exchange.response_end_ns, 3, "ends at the last byte read, not the close");
+    assert_eq!(out.cut_responses, 1);
+    assert!(out.failures.is_empty());
 }

@@ -40,6 +40,8 @@ pub struct Output {
     pub forget: Vec<ConnId>,
     /// Parse failures by reason (a metric label).
     pub failures: Vec<&'static str>,
+    /// Responses whose body was completed by the connection's close (see `HttpConnection::finish`).
+    pub cut_responses: u64,
 }
 
 struct Tracked {
@@ -164,6 +166,7 @@ impl Tracker {
         if result.is_ok() {
             result = tracked.http.finish(ts_ns, &mut outcome);
         }
+        out.cut_responses += outcome.cut_responses;
         for exchange in outcome.exchanges {
             out.exchanges.push(TrackedExchange { origin: tracked.origin, exchange });
         }
