@@ -141,7 +141,7 @@ impl Agent {
         while let Some(item) = ring.next() {
             match capture::decode_data(&item) {
                 Ok(DataRecord::Chunk(chunk)) => {
-                    self.processes.observe(chunk.id.tgid);
+                    self.processes.observe(chunk.id.tgid, self.clock.monotonic_now_ns());
                     self.tracker.on_chunk(&chunk, &mut out);
                 }
                 Ok(DataRecord::Close { id, ts_ns }) => self.tracker.on_close(id, ts_ns, &mut out),
@@ -158,8 +158,8 @@ impl Agent {
             let record = capture::decode_proc(&item);
             drop(item);
             match record {
-                Ok(ProcRecord::Exec { tgid }) => {
-                    self.processes.invalidate(tgid);
+                Ok(ProcRecord::Exec { tgid, ts_ns }) => {
+                    self.processes.on_exec(tgid, ts_ns, self.clock.monotonic_now_ns());
                     self.discovery.on_exec(tgid, Instant::now());
                 }
                 Ok(ProcRecord::Exit { tgid }) => {
@@ -167,7 +167,7 @@ impl Agent {
                     self.tracker.on_exit(tgid, now, &mut out);
                     self.apply(&mut out);
                     self.discovery.on_exit(tgid);
-                    self.processes.invalidate(tgid);
+                    self.processes.remove(tgid);
                 }
                 Ok(ProcRecord::LibOpen { tgid, path }) => {
                     self.discovery.on_lib_open(&mut self.capture, tgid, &path);
@@ -196,7 +196,7 @@ impl Agent {
             self.stats.failure(reason);
         }
         for tracked in out.exchanges.drain(..) {
-            let process = self.processes.get(tracked.origin.id.tgid);
+            let process = self.processes.get(tracked.origin.id.tgid, self.clock.monotonic_now_ns());
             match usage::build(&tracked, &process, &self.clock, self.body_cap) {
                 Ok(record) => {
                     self.stats.records += 1;

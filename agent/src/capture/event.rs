@@ -74,6 +74,7 @@ pub enum DataRecord<'a> {
 pub enum ProcRecord {
     Exec {
         tgid: u32,
+        ts_ns: u64,
     },
     Exit {
         tgid: u32,
@@ -162,7 +163,7 @@ pub fn decode_proc(bytes: &[u8]) -> Result<ProcRecord, DecodeError> {
     // SAFETY: length checked; ProcEvent is plain old data valid for any bit pattern.
     let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const ProcEvent) };
     match e.kind {
-        proc_kind::EXEC => Ok(ProcRecord::Exec { tgid: e.tgid }),
+        proc_kind::EXEC => Ok(ProcRecord::Exec { tgid: e.tgid, ts_ns: e.ts_ns }),
         proc_kind::EXIT => Ok(ProcRecord::Exit { tgid: e.tgid }),
         proc_kind::LIB_OPEN => {
             let end = e.path.iter().position(|&b| b == 0).unwrap_or(PATH_LEN);
