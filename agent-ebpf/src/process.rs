@@ -12,8 +12,12 @@ use tokentap_common::{counter, proc_kind, ProcEvent, PATH_LEN};
 
 use crate::maps::{bump, AGENT_TGID, PROC_EVENTS};
 
-/// Offset of `filename` in `syscalls:sys_enter_openat` (see its tracefs `format`).
+/// Offsets of `filename` and `flags` in `syscalls:sys_enter_openat` (see its tracefs `format`).
 const OPENAT_FILENAME_OFFSET: usize = 24;
+const OPENAT_FLAGS_OFFSET: usize = 32;
+/// `O_WRONLY | O_RDWR`: the dynamic loader opens libraries read-only; an open for writing is
+/// a copy or an install in progress, whose half-written file cannot be probed yet.
+const O_ACCMODE_WRITE: u64 = 0o1 | 0o2;
 const NEEDLE: &[u8; 9] = b"libssl.so";
 
 #[inline(always)]
@@ -57,7 +61,14 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     if tgid == AGENT_TGID.load() {
         return 0;
     }
-    // SAFETY: reading the tracepoint record at its documented offset.
+    // SAFETY: reading the tracepoint record at its documented offsets.
+    let Ok(flags) = (unsafe { ctx.read_at::<u64>(OPENAT_FLAGS_OFFSET) }) else {
+        return 0;
+    };
+    if flags & O_ACCMODE_WRITE != 0 {
+        return 0;
+    }
+    // SAFETY: as above.
     let Ok(filename) = (unsafe { ctx.read_at::<u64>(OPENAT_FILENAME_OFFSET) }) else {
         return 0;
     };

@@ -226,7 +226,8 @@ impl Agent {
         self.stats.libraries_attached = self.discovery.attached.len();
         self.stats.library_attach_failures = self.discovery.failures;
         let kernel = self.capture.counters();
-        let lost = (kernel.data_lost + kernel.proc_lost).saturating_sub(self.stats.kernel.data_lost + self.stats.kernel.proc_lost);
+        let lost = (kernel.data_lost + kernel.proc_lost)
+            .saturating_sub(self.stats.kernel.data_lost + self.stats.kernel.proc_lost);
         if lost > 0 {
             tracing::warn!(lost, "capture events lost (ring buffer full, or user memory unreadable); consider raising capture.ring_buffer_bytes");
         }

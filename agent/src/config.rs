@@ -60,7 +60,6 @@ impl Default for OutputConfig {
     }
 }
 
-
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {reason}")]

@@ -31,6 +31,14 @@ pub struct Agent {
 }
 
 static AGENT: OnceLock<Result<Agent, String>> = OnceLock::new();
+static CONFIG: OnceLock<String> = OnceLock::new();
+
+/// Gives this test binary's agent a configuration file with `toml` as its content. Call it
+/// before the first [`agent`] call in every test of the binary (the first call wins).
+pub fn configure(toml: &str) {
+    let set = CONFIG.get_or_init(|| toml.to_string());
+    assert_eq!(set, toml, "one agent configuration per test binary");
+}
 
 /// The shared agent, started (and waited for) on first call. A failed start
 /// is remembered, so every later test fails fast with the same message.
@@ -66,6 +74,11 @@ fn start() -> Result<Agent, String> {
 
     let mut cmd = Command::new(&bin);
     cmd.arg("run").arg("--usage-log").arg(&usage_log).stdin(Stdio::null()).stdout(out).stderr(err);
+    if let Some(toml) = CONFIG.get() {
+        let path = dir.join("tokentap.toml");
+        std::fs::write(&path, toml).map_err(|e| format!("write {path:?}: {e}"))?;
+        cmd.arg("--config").arg(path);
+    }
     env::set_pdeathsig(&mut cmd, libc::SIGTERM);
 
     let (tx, rx) = mpsc::channel();

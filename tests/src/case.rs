@@ -104,6 +104,14 @@ impl Case {
         run
     }
 
+    /// [`Case::openai`] with extra environment variables for the client.
+    pub fn openai_env(&self, server: &LlmServer, scenario: &str, vars: &[(&str, &std::ffi::OsStr)]) -> ClientRun {
+        let prompt = self.prompt_file(server);
+        let run = clients::run_openai_env(server, &self.api_key, scenario, Some(&prompt), vars);
+        self.expect_ok(&run);
+        run
+    }
+
     /// Runs an `anthropic_client.py` scenario with this case's key and prompt.
     pub fn anthropic(&self, server: &LlmServer, scenario: &str) -> ClientRun {
         let prompt = self.prompt_file(server);

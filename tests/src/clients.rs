@@ -84,7 +84,13 @@ fn run(mut cmd: Command, what: &str, dir: &Path) -> ClientRun {
 /// Runs `fixtures/<script>` with the test Python and fills in the identity
 /// the client printed on its first stdout line.
 pub fn run_python(script: &str, args: &[OsString], dir: &Path) -> ClientRun {
+    run_python_env(script, args, dir, &[])
+}
+
+/// [`run_python`] with extra environment variables (e.g. `LD_LIBRARY_PATH`).
+pub fn run_python_env(script: &str, args: &[OsString], dir: &Path, vars: &[(&str, &std::ffi::OsStr)]) -> ClientRun {
     let mut cmd = Command::new(env::python());
+    cmd.envs(vars.iter().map(|(k, v)| (*k, *v)));
     cmd.arg(env::fixtures_dir().join(script))
         .args(args)
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -125,8 +131,19 @@ fn sdk_args(base_url: String, key: &str, scenario: &str, prompt: Option<&Path>) 
 
 /// `openai_client.py --scenario NAME` against `server`.
 pub fn run_openai(server: &LlmServer, key: &str, scenario: &str, prompt: Option<&Path>) -> ClientRun {
+    run_openai_env(server, key, scenario, prompt, &[])
+}
+
+/// [`run_openai`] with extra environment variables.
+pub fn run_openai_env(
+    server: &LlmServer,
+    key: &str,
+    scenario: &str,
+    prompt: Option<&Path>,
+    vars: &[(&str, &std::ffi::OsStr)],
+) -> ClientRun {
     let args = sdk_args(server.openai_base_url(), key, scenario, prompt);
-    run_python("openai_client.py", &args, &server.dir)
+    run_python_env("openai_client.py", &args, &server.dir, vars)
 }
 
 /// `anthropic_client.py --scenario NAME` against `server`.

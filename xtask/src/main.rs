@@ -91,9 +91,7 @@ fn main() -> Result<()> {
                 run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
             }
             let mut cmd = cargo();
-            cmd.args(["test", "--no-fail-fast"])
-                .env("TOKENTAP_BIN", &bin)
-                .env("TOKENTAP_PYTHON", &python);
+            cmd.args(["test", "--no-fail-fast"]).env("TOKENTAP_BIN", &bin).env("TOKENTAP_PYTHON", &python);
             if !args.is_empty() {
                 cmd.arg("--").args(args);
             }

@@ -197,7 +197,8 @@ fn random_input_never_panics() {
 fn partial_sse_body_is_available_after_an_incomplete_finish() {
     let mut p = MessageParser::new(Role::Response, 1 << 20);
     let mut out = Vec::new();
-    p.feed(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n", &mut out).unwrap();
+    p.feed(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n", &mut out)
+        .unwrap();
     p.feed(b"e\r\ndata: [DONE]\n\n\r\n", &mut out).unwrap();
     assert!(p.take_partial().is_none(), "nothing partial while the stream is alive");
     assert_eq!(p.finish(&mut out), Err(HttpError::Incomplete));

@@ -37,9 +37,11 @@ pub struct AttachedLibrary {
 }
 
 pub struct Discovery {
-    /// (device, inode) of every file already probed: uprobes live on the inode, so one attach
-    /// covers every process and container that maps the same file.
-    seen: HashSet<(u64, u64)>,
+    /// (device, inode, size, mtime) of every file already considered: uprobes live on the
+    /// inode, so one attach covers every process and container that maps the same file. Size
+    /// and mtime let a file that failed while still being written be tried again once complete.
+    seen: HashSet<(u64, u64, u64, i64)>,
+    attached_inodes: HashSet<(u64, u64)>,
     pub attached: Vec<AttachedLibrary>,
     pub failures: usize,
     rescans: HashMap<u32, Vec<Instant>>,
@@ -53,17 +55,27 @@ impl Default for Discovery {
 
 impl Discovery {
     pub fn new() -> Self {
-        Discovery { seen: HashSet::new(), attached: Vec::new(), failures: 0, rescans: HashMap::new() }
+        Discovery {
+            seen: HashSet::new(),
+            attached_inodes: HashSet::new(),
+            attached: Vec::new(),
+            failures: 0,
+            rescans: HashMap::new(),
+        }
     }
 
     /// Probes `path` (as the agent sees it) unless its file is already probed.
     pub fn consider(&mut self, capture: &mut Capture, path: &Path) {
         let Ok(meta) = std::fs::metadata(path) else { return };
-        if !meta.is_file() || !self.seen.insert((meta.dev(), meta.ino())) {
+        if !meta.is_file() || !self.seen.insert((meta.dev(), meta.ino(), meta.size(), meta.mtime())) {
+            return;
+        }
+        if self.attached_inodes.contains(&(meta.dev(), meta.ino())) {
             return;
         }
         match capture.attach_library(path, probes::OPENSSL) {
             Ok((probes, missing_optional)) => {
+                self.attached_inodes.insert((meta.dev(), meta.ino()));
                 tracing::info!(library = %path.display(), probes, ?missing_optional, "attached OpenSSL probes");
                 self.attached.push(AttachedLibrary { path: path.to_path_buf(), probes, missing_optional });
             }
