@@ -5,6 +5,7 @@
 //! `usage` (records) → `output`. `discovery` finds the libraries to probe; `identity` says who
 //! a process is. Plaintext never leaves these stages: records hold counts and labels only.
 pub mod app;
+pub mod attribution;
 pub mod capture;
 pub mod cli;
 pub mod clock;

@@ -1,5 +1,10 @@
 //! Who a process is: resolved at first sight and kept until the process is gone, so that a
 //! process that exits mid-call still gets its identity.
+pub mod cgroup;
+pub mod kube;
+pub mod model;
+pub mod users;
+
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1,0 +1,1 @@
+//! Workload identity from /proc/PID/cgroup paths (container runtimes, kubelet, systemd).

@@ -1,0 +1,1 @@
+//! Process owner: uid from /proc/PID/status, user name from /etc/passwd.
