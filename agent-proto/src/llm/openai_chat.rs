@@ -8,6 +8,12 @@ use crate::tokens::Encoding;
 
 /// A `chat.completion` object.
 pub(crate) fn observe_json(v: &Value, obs: &mut Observed) {
+    observe_object(v, "message", obs);
+}
+
+/// One completion object or chunk: model, error, usage, and the choices' `field` (`message`
+/// in a whole completion, `delta` in a chunk).
+fn observe_object(v: &Value, field: &str, obs: &mut Observed) {
     obs.set_model(v.get("model"));
     if v.get("error").is_some_and(Value::is_object) {
         obs.set_error(error_type_of(v));
@@ -19,8 +25,8 @@ pub(crate) fn observe_json(v: &Value, obs: &mut Observed) {
         obs.has_output = true;
         for (pos, choice) in choices.iter().enumerate() {
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
-            if let Some(message) = choice.get("message") {
-                collect(message, index, obs);
+            if let Some(part) = choice.get(field) {
+                collect(part, index, obs);
             }
         }
     }
@@ -31,23 +37,7 @@ pub(crate) fn observe_json(v: &Value, obs: &mut Observed) {
 /// servers send cumulative usage on every frame: the last one wins either way.
 pub(crate) fn observe_stream(events: &[Event], obs: &mut Observed) {
     for e in events {
-        let v = &e.value;
-        obs.set_model(v.get("model"));
-        if v.get("error").is_some_and(Value::is_object) {
-            obs.set_error(error_type_of(v));
-        }
-        if let Some(u) = usage(v.get("usage")) {
-            obs.usage = Some(u);
-        }
-        if let Some(choices) = v.get("choices").and_then(Value::as_array) {
-            obs.has_output = true;
-            for (pos, choice) in choices.iter().enumerate() {
-                let index = choice.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
-                if let Some(delta) = choice.get("delta") {
-                    collect(delta, index, obs);
-                }
-            }
-        }
+        observe_object(&e.value, "delta", obs);
     }
 }
 
