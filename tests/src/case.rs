@@ -104,10 +104,10 @@ impl Case {
         run
     }
 
-    /// [`Case::openai`] with extra environment variables for the client.
-    pub fn openai_env(&self, server: &LlmServer, scenario: &str, vars: &[(&str, &std::ffi::OsStr)]) -> ClientRun {
+    /// [`Case::openai`] behind a command prefix (see [`clients::run_python_with`]).
+    pub fn openai_with(&self, server: &LlmServer, scenario: &str, prefix: &[std::ffi::OsString]) -> ClientRun {
         let prompt = self.prompt_file(server);
-        let run = clients::run_openai_env(server, &self.api_key, scenario, Some(&prompt), vars);
+        let run = clients::run_openai_with(server, &self.api_key, scenario, Some(&prompt), prefix);
         self.expect_ok(&run);
         run
     }

@@ -84,13 +84,20 @@ fn run(mut cmd: Command, what: &str, dir: &Path) -> ClientRun {
 /// Runs `fixtures/<script>` with the test Python and fills in the identity
 /// the client printed on its first stdout line.
 pub fn run_python(script: &str, args: &[OsString], dir: &Path) -> ClientRun {
-    run_python_env(script, args, dir, &[])
+    run_python_with(script, args, dir, &[])
 }
 
-/// [`run_python`] with extra environment variables (e.g. `LD_LIBRARY_PATH`).
-pub fn run_python_env(script: &str, args: &[OsString], dir: &Path, vars: &[(&str, &std::ffi::OsStr)]) -> ClientRun {
-    let mut cmd = Command::new(env::python());
-    cmd.envs(vars.iter().map(|(k, v)| (*k, *v)));
+/// [`run_python`] behind a command `prefix` that ends by exec'ing its arguments (`env VAR=x`,
+/// `unshare … sh -c '…; exec "$@"'`), so the client keeps the pid the prefix started with.
+pub fn run_python_with(script: &str, args: &[OsString], dir: &Path, prefix: &[OsString]) -> ClientRun {
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(env::python());
+            c
+        }
+        None => Command::new(env::python()),
+    };
     cmd.arg(env::fixtures_dir().join(script))
         .args(args)
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -131,19 +138,19 @@ fn sdk_args(base_url: String, key: &str, scenario: &str, prompt: Option<&Path>) 
 
 /// `openai_client.py --scenario NAME` against `server`.
 pub fn run_openai(server: &LlmServer, key: &str, scenario: &str, prompt: Option<&Path>) -> ClientRun {
-    run_openai_env(server, key, scenario, prompt, &[])
+    run_openai_with(server, key, scenario, prompt, &[])
 }
 
-/// [`run_openai`] with extra environment variables.
-pub fn run_openai_env(
+/// [`run_openai`] behind a command prefix (see [`run_python_with`]).
+pub fn run_openai_with(
     server: &LlmServer,
     key: &str,
     scenario: &str,
     prompt: Option<&Path>,
-    vars: &[(&str, &std::ffi::OsStr)],
+    prefix: &[OsString],
 ) -> ClientRun {
     let args = sdk_args(server.openai_base_url(), key, scenario, prompt);
-    run_python_env("openai_client.py", &args, &server.dir, vars)
+    run_python_with("openai_client.py", &args, &server.dir, prefix)
 }
 
 /// `anthropic_client.py --scenario NAME` against `server`.
