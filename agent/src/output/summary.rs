@@ -11,6 +11,7 @@ pub struct Totals {
     pub cached: u64,
     pub reasoning: u64,
     pub estimated: u64,
+    pub errors: u64,
 }
 
 #[derive(Default)]
@@ -31,6 +32,9 @@ impl Summary {
         if r.usage_source == "estimated" {
             t.estimated += 1;
         }
+        if r.error_type.is_some() || r.http_status >= 400 {
+            t.errors += 1;
+        }
         self.dirty = true;
     }
 
@@ -44,17 +48,65 @@ impl Summary {
 
     pub fn render(&self, footer: &str) -> String {
         let mut s = format!(
-            "{:<16} {:>8} {:<10} {:<28} {:>6} {:>10} {:>10} {:>9} {:>9}\n",
-            "PROCESS", "PID", "PROVIDER", "MODEL", "CALLS", "INPUT", "OUTPUT", "CACHED", "REASON"
+            "{:<16} {:>8} {:<10} {:<28} {:>6} {:>6} {:>10} {:>10} {:>9} {:>9}\n",
+            "PROCESS", "PID", "PROVIDER", "MODEL", "CALLS", "ERRORS", "INPUT", "OUTPUT", "CACHED", "REASON"
         );
         for ((comm, pid, provider, model), t) in &self.rows {
             let calls = if t.estimated > 0 { format!("{}~", t.calls) } else { t.calls.to_string() };
             s.push_str(&format!(
-                "{:<16} {:>8} {:<10} {:<28} {:>6} {:>10} {:>10} {:>9} {:>9}\n",
-                comm, pid, provider, model, calls, t.input, t.output, t.cached, t.reasoning
+                "{:<16} {:>8} {:<10} {:<28} {:>6} {:>6} {:>10} {:>10} {:>9} {:>9}\n",
+                comm, pid, provider, model, calls, t.errors, t.input, t.output, t.cached, t.reasoning
             ));
         }
-        s.push_str(&format!("-- {footer}\n"));
+        s.push_str(&format!("-- {footer} (~: some counts estimated)\n"));
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pid: u32, input: u64, status: u16, source: &'static str) -> UsageRecord {
+        UsageRecord {
+            ts: String::new(),
+            pid,
+            comm: "python3".into(),
+            exe: "/usr/bin/python3".into(),
+            cgroup_id: 1,
+            provider: "openai",
+            operation: "chat",
+            server_address: "api.openai.com".into(),
+            server_port: 443,
+            request_model: Some("gpt-4o".into()),
+            response_model: Some("gpt-4o-2024-08-06".into()),
+            input_tokens: input,
+            output_tokens: 2,
+            cached_input_tokens: 1,
+            reasoning_tokens: 0,
+            usage_source: source,
+            streaming: false,
+            http_status: status,
+            duration_ms: 1.0,
+            time_to_first_chunk_ms: None,
+            tls_library: "openssl",
+            truncated: false,
+            error_type: (status >= 400).then(|| status.to_string()),
+        }
+    }
+
+    #[test]
+    fn totals_per_process_and_model_with_errors_and_estimates() {
+        let mut s = Summary::default();
+        assert!(s.render_if_changed("x").is_none());
+        s.add(&record(7, 10, 200, "reported"));
+        s.add(&record(7, 5, 401, "reported"));
+        s.add(&record(7, 3, 200, "estimated"));
+        let table = s.render_if_changed("calls=3").expect("changed");
+        let row = table.lines().find(|l| l.starts_with("python3")).expect("a row");
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells, vec!["python3", "7", "openai", "gpt-4o-2024-08-06", "3~", "1", "18", "6", "3", "0"]);
+        assert!(table.ends_with("-- calls=3 (~: some counts estimated)\n"));
+        assert!(s.render_if_changed("x").is_none(), "unchanged: nothing to print");
     }
 }
