@@ -14,11 +14,13 @@ use tokio::{
 };
 
 use crate::{
+    attribution::MappingError,
     capture::{self, Capture, CaptureError, DataRecord, LoadOptions, ProcRecord},
     clock::Clock,
     config::Config,
     discovery::Discovery,
-    identity::ProcessCache,
+    identity::{self, Resolver},
+    mapping_source::{MappingSource, Reload},
     output::{jsonl::JsonLines, summary::Summary},
     privileges::{self, PrivilegeError},
     stats::Stats,
@@ -32,6 +34,10 @@ pub enum AppError {
     Privileges(#[from] PrivilegeError),
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    #[error("kubernetes: {0}")]
+    Kube(#[from] identity::kube::KubeError),
     #[error("cannot open usage log {path}: {source}")]
     UsageLog { path: PathBuf, source: std::io::Error },
     #[error("event loop: {0}")]
@@ -47,7 +53,9 @@ struct Agent {
     capture: Capture,
     tracker: Tracker,
     discovery: Discovery,
-    processes: ProcessCache,
+    identity: Resolver,
+    mapping: MappingSource,
+    node: Option<String>,
     clock: Clock,
     stats: Stats,
     sink: Sink,
@@ -56,7 +64,11 @@ struct Agent {
 }
 
 pub async fn run(config: Config) -> Result<(), AppError> {
+    // Configuration mistakes first: they need no privileges to report.
+    let mapping = MappingSource::open(config.attribution.mapping_file.as_deref())?;
     privileges::check()?;
+    let pods = identity::kube::start(&config.kubernetes).await?;
+    let node = pods.as_ref().map(|p| p.node_name().to_string());
     let (mut capture, rings) = Capture::load(&LoadOptions {
         call_cap: config.capture.call_cap_bytes,
         ring_bytes: config.capture.ring_buffer_bytes,
@@ -78,7 +90,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             extra_ai_hosts: config.endpoints.extra_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
         }),
         discovery,
-        processes: ProcessCache::default(),
+        identity: Resolver::new(pods),
+        mapping,
+        node,
         clock: Clock::new(),
         stats: Stats::default(),
         sink,
@@ -89,6 +103,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     tracing::info!(
         libraries = agent.discovery.attached.len(),
         usage_log = ?config.output.usage_log,
+        mapping_rules = agent.mapping.mapping().rule_count(),
+        kubernetes = agent.identity.pods().is_some(),
         "tokentap: capture ready"
     );
 
@@ -97,6 +113,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let mut proc = unsafe { AsyncFd::register(rings.proc) }.map_err(std::io::Error::from)?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let summary_every = Duration::from_secs(config.output.summary_interval_secs);
@@ -107,6 +124,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             biased;
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
+            _ = sighup.recv() => {
+                let outcome = agent.mapping.reload();
+                agent.report_reload(outcome);
+            }
             guard = data.readable_mut() => {
                 let mut guard = guard?;
                 agent.drain_data(guard.get_inner_mut());
@@ -141,7 +162,7 @@ impl Agent {
         while let Some(item) = ring.next() {
             match capture::decode_data(&item) {
                 Ok(DataRecord::Chunk(chunk)) => {
-                    self.processes.observe(chunk.id.tgid, self.clock.monotonic_now_ns());
+                    self.identity.observe(chunk.id.tgid, self.clock.monotonic_now_ns());
                     self.tracker.on_chunk(&chunk, &mut out);
                 }
                 Ok(DataRecord::Close { id, ts_ns }) => self.tracker.on_close(id, ts_ns, &mut out),
@@ -159,7 +180,7 @@ impl Agent {
             drop(item);
             match record {
                 Ok(ProcRecord::Exec { tgid, ts_ns }) => {
-                    self.processes.on_exec(tgid, ts_ns, self.clock.monotonic_now_ns());
+                    self.identity.on_exec(tgid, ts_ns, self.clock.monotonic_now_ns());
                     self.discovery.on_exec(tgid, Instant::now());
                 }
                 Ok(ProcRecord::Exit { tgid }) => {
@@ -167,7 +188,7 @@ impl Agent {
                     self.tracker.on_exit(tgid, now, &mut out);
                     self.apply(&mut out);
                     self.discovery.on_exit(tgid);
-                    self.processes.remove(tgid);
+                    self.identity.remove(tgid);
                 }
                 Ok(ProcRecord::LibOpen { tgid, path }) => {
                     self.discovery.on_lib_open(&mut self.capture, tgid, &path);
@@ -196,8 +217,16 @@ impl Agent {
             self.stats.failure(reason);
         }
         for tracked in out.exchanges.drain(..) {
-            let process = self.processes.get(tracked.origin.id.tgid, self.clock.monotonic_now_ns());
-            match usage::build(&tracked, &process, &self.clock, self.body_cap) {
+            let workload = self.identity.workload(tracked.origin.id.tgid, self.clock.monotonic_now_ns());
+            // Header values are read here, in memory, and only a rule's mapped label survives.
+            let head = &tracked.exchange.request_head;
+            let attribution =
+                self.mapping.mapping().attribute(&workload, &|name: &str| head.header_str(name).map(String::from));
+            if attribution.rule.is_none() {
+                self.stats.unattributed += 1;
+            }
+            let who = usage::Attributed { workload: &workload, attribution: &attribution, node: self.node.as_deref() };
+            match usage::build(&tracked, &who, &self.clock, self.body_cap) {
                 Ok(record) => {
                     self.stats.records += 1;
                     self.stats.estimated_records += u64::from(record.usage_source == "estimated");
@@ -217,7 +246,21 @@ impl Agent {
         }
     }
 
+    fn report_reload(&mut self, outcome: Reload) {
+        let file = self.mapping.path().map(|p| p.display().to_string()).unwrap_or_default();
+        match outcome {
+            Reload::Unchanged => {}
+            Reload::Loaded { rules } => tracing::info!(file, rules, "mapping reloaded"),
+            Reload::Rejected(e) => {
+                self.stats.mapping_rejections += 1;
+                tracing::error!("mapping not reloaded, the previous one stays in force: {e}");
+            }
+        }
+    }
+
     fn tick(&mut self) {
+        let outcome = self.mapping.reload_if_changed();
+        self.report_reload(outcome);
         let now = self.clock.monotonic_now_ns();
         let mut out = Output::default();
         self.tracker.expire_idle(now, self.idle_ns, &mut out);

@@ -22,6 +22,14 @@ pub enum Command {
         #[arg(long, value_name = "PATH|-")]
         usage_log: Option<PathBuf>,
     },
-    /// Check a configuration file and exit.
+    /// Check a configuration file (and the mapping file it names) and exit.
     CheckConfig { file: PathBuf },
+    /// Show what the agent resolves for a process (cgroup, container, pod, workload) and which
+    /// mapping rule attributes its calls.
+    Identity {
+        pid: u32,
+        /// The agent's configuration file, for its mapping file and Kubernetes settings.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }

@@ -6,12 +6,24 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokentap_common::{DEFAULT_CALL_CAP, MAX_CALL_CAP};
 
+pub use crate::identity::kube::KubeConfig;
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub capture: CaptureConfig,
     pub endpoints: EndpointsConfig,
     pub output: OutputConfig,
+    pub attribution: AttributionConfig,
+    pub kubernetes: KubeConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttributionConfig {
+    /// The mapping file (rules from workload and request headers to team, cost centre, …).
+    /// Re-read when it changes and on SIGHUP. Unset: every call is `unattributed`.
+    pub mapping_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -2,9 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokentap::{
-    app,
     cli::{Cli, Command},
-    config::Config,
+    commands,
 };
 
 fn main() -> ExitCode {
@@ -15,41 +14,8 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TOKENTAP_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     match cli.command {
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("tokentap: {e}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Run { config, usage_log } => {
-            let mut config = match config.as_deref().map(Config::load).transpose() {
-                Ok(c) => c.unwrap_or_default(),
-                Err(e) => {
-                    eprintln!("tokentap: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if usage_log.is_some() {
-                config.output.usage_log = usage_log;
-            }
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("tokentap: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(app::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tokentap: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Run { config, usage_log } => commands::run(config.as_deref(), usage_log.as_deref()),
+        Command::CheckConfig { file } => commands::check_config(&file),
+        Command::Identity { pid, config } => commands::identity(pid, config.as_deref()),
     }
 }

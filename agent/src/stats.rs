@@ -17,6 +17,10 @@ pub struct Stats {
     pub libraries_attached: usize,
     pub library_attach_failures: usize,
     pub output_errors: u64,
+    /// Calls no mapping rule matched (team `unattributed`): owners to find.
+    pub unattributed: u64,
+    /// Mapping file edits rejected as invalid.
+    pub mapping_rejections: u64,
 }
 
 impl Stats {
@@ -28,8 +32,9 @@ impl Stats {
     pub fn line(&self) -> String {
         let failures: u64 = self.parse_failures.values().sum();
         let mut s = format!(
-            "calls={} estimated={} truncated={} parse_failures={} ignored_connections={} libraries={} events_lost={} calls_truncated_in_kernel={}",
+            "calls={} unattributed={} estimated={} truncated={} parse_failures={} ignored_connections={} libraries={} events_lost={} calls_truncated_in_kernel={}",
             self.records,
+            self.unattributed,
             self.estimated_records,
             self.truncated_records,
             failures,

@@ -7,8 +7,9 @@ use tokentap_proto::{
 };
 
 use crate::{
+    attribution::Attribution,
     clock::Clock,
-    identity::ProcessInfo,
+    identity::model::Workload,
     streams::{conn::host_and_port, TrackedExchange},
 };
 
@@ -38,6 +39,29 @@ pub struct UsageRecord {
     pub tls_library: &'static str,
     pub truncated: bool,
     pub error_type: Option<String>,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    pub container_id: Option<String>,
+    pub container_runtime: Option<&'static str>,
+    pub k8s_namespace: Option<String>,
+    pub k8s_pod: Option<String>,
+    pub k8s_workload: Option<String>,
+    pub k8s_workload_kind: Option<String>,
+    pub k8s_node: Option<String>,
+    pub systemd_unit: Option<String>,
+    pub team: String,
+    pub cost_center: Option<String>,
+    pub product: Option<String>,
+    pub tenant: Option<String>,
+    pub app: Option<String>,
+}
+
+/// Who made a call: the resolved workload, what the mapping made of it, and the node name to
+/// report for pods.
+pub struct Attributed<'a> {
+    pub workload: &'a Workload,
+    pub attribution: &'a Attribution,
+    pub node: Option<&'a str>,
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -65,7 +89,7 @@ fn ms(from_ns: u64, to_ns: u64) -> f64 {
 
 pub fn build(
     tracked: &TrackedExchange,
-    process: &ProcessInfo,
+    who: &Attributed<'_>,
     clock: &Clock,
     body_cap: usize,
 ) -> Result<UsageRecord, UsageError> {
@@ -106,11 +130,13 @@ pub fn build(
     )
     .map_err(UsageError::Llm)?;
     let (host, port) = host_and_port(&ex.request_head);
+    let (w, a) = (who.workload, who.attribution);
+    let pod = w.pod.as_ref();
     Ok(UsageRecord {
         ts: clock.rfc3339(ex.response_end_ns),
         pid: tracked.origin.id.tgid,
-        comm: process.comm.clone(),
-        exe: process.exe.clone(),
+        comm: w.comm.clone(),
+        exe: w.exe.clone(),
         cgroup_id: tracked.origin.cgroup_id,
         provider: call.endpoint.provider.as_str(),
         operation: call.endpoint.operation.as_str(),
@@ -134,5 +160,20 @@ pub fn build(
         tls_library: tracked.origin.library.as_str(),
         truncated: request_truncated || ex.response.truncated,
         error_type: call.error_type,
+        uid: w.uid,
+        user: w.user.clone(),
+        container_id: w.cgroup.container_id.clone(),
+        container_runtime: w.cgroup.runtime.map(|r| r.as_str()),
+        k8s_namespace: pod.map(|p| p.namespace.clone()),
+        k8s_pod: pod.map(|p| p.name.clone()),
+        k8s_workload: pod.and_then(|p| p.workload_name.clone()),
+        k8s_workload_kind: pod.and_then(|p| p.workload_kind.clone()),
+        k8s_node: pod.and_then(|p| p.node.clone().or_else(|| who.node.map(String::from))),
+        systemd_unit: w.cgroup.systemd_unit.clone(),
+        team: a.team.clone(),
+        cost_center: a.cost_center.clone(),
+        product: a.product.clone(),
+        tenant: a.tenant.clone(),
+        app: a.app.clone(),
     })
 }

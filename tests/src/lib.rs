@@ -22,6 +22,7 @@ pub mod certs;
 pub mod clients;
 pub mod env;
 pub mod expect;
+pub mod kube;
 pub mod records;
 pub mod server;
 

@@ -7,44 +7,96 @@ pub mod users;
 
 use std::collections::HashMap;
 
+use self::{
+    kube::PodCache,
+    model::{CgroupInfo, Workload},
+    users::Users,
+};
+
+/// What `/proc` says about a process, read once, at first sight, while it surely exists.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProcessInfo {
     pub comm: String,
     pub exe: String,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    pub cgroup: CgroupInfo,
 }
 
 impl ProcessInfo {
-    pub fn read(pid: u32) -> ProcessInfo {
-        let comm =
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_string()).unwrap_or_default();
+    pub fn read(pid: u32, users: &mut Users) -> ProcessInfo {
+        let proc = |file: &str| std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok();
+        let comm = proc("comm").map(|s| s.trim_end().to_string()).unwrap_or_default();
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
-        ProcessInfo { comm, exe }
+        let uid = proc("status").as_deref().and_then(users::uid_from_status);
+        let user = uid.and_then(|uid| users.name(pid, uid));
+        let cgroup = proc("cgroup").as_deref().and_then(cgroup::from_proc_cgroup).unwrap_or_default();
+        ProcessInfo { comm, exe, uid, user, cgroup }
     }
 }
 
-/// Cached identities with the monotonic time each was read, so that an exec notice handled
-/// after the new program's traffic (data is drained before process events) does not discard
-/// an identity read after that exec.
-#[derive(Default)]
-pub struct ProcessCache {
-    entries: HashMap<u32, (ProcessInfo, u64)>,
+/// Joins what `/proc` said with what the Kubernetes API says now (labels can change while a
+/// process lives; the pod may also have been listed only after the process was first seen).
+pub fn workload(pid: u32, info: &ProcessInfo, pods: Option<&PodCache>) -> Workload {
+    let mut w = Workload {
+        pid,
+        comm: info.comm.clone(),
+        exe: info.exe.clone(),
+        uid: info.uid,
+        user: info.user.clone(),
+        cgroup: info.cgroup.clone(),
+        pod: None,
+        container: None,
+    };
+    let Some(pods) = pods else { return w };
+    if let Some((pod, container)) = info.cgroup.container_id.as_deref().and_then(|id| pods.find_container(id)) {
+        w.pod = Some(pod);
+        w.container = Some(container);
+    } else if let Some(pod) = info.cgroup.pod_uid.as_deref().and_then(|uid| pods.get(uid)) {
+        w.container = info.cgroup.container_id.as_deref().and_then(|id| pod.container_by_id(id)).cloned();
+        w.pod = Some(pod);
+    }
+    w
 }
 
-impl ProcessCache {
+/// Identities cached per pid with the monotonic time each was read, so that an exec notice
+/// handled after the new program's traffic (data is drained before process events) does not
+/// discard an identity read after that exec.
+pub struct Resolver {
+    entries: HashMap<u32, (ProcessInfo, u64)>,
+    users: Users,
+    pods: Option<PodCache>,
+}
+
+impl Resolver {
+    pub fn new(pods: Option<PodCache>) -> Resolver {
+        Resolver { entries: HashMap::new(), users: Users::new(), pods }
+    }
+
+    pub fn pods(&self) -> Option<&PodCache> {
+        self.pods.as_ref()
+    }
+
     /// Resolves `pid` if not known yet; `now_ns` is the monotonic time of the read.
     pub fn observe(&mut self, pid: u32, now_ns: u64) {
-        self.entries.entry(pid).or_insert_with(|| (ProcessInfo::read(pid), now_ns));
+        if !self.entries.contains_key(&pid) {
+            let info = ProcessInfo::read(pid, &mut self.users);
+            self.entries.insert(pid, (info, now_ns));
+        }
     }
 
-    pub fn get(&mut self, pid: u32, now_ns: u64) -> ProcessInfo {
-        self.entries.entry(pid).or_insert_with(|| (ProcessInfo::read(pid), now_ns)).0.clone()
+    pub fn workload(&mut self, pid: u32, now_ns: u64) -> Workload {
+        self.observe(pid, now_ns);
+        let info = &self.entries[&pid].0;
+        workload(pid, info, self.pods.as_ref())
     }
 
     /// `pid` exec'd a new program at `exec_ns`: an identity read before then is stale. The new
     /// one is read right away, while the process surely exists.
     pub fn on_exec(&mut self, pid: u32, exec_ns: u64, now_ns: u64) {
         if self.entries.get(&pid).is_none_or(|(_, read_ns)| *read_ns < exec_ns) {
-            self.entries.insert(pid, (ProcessInfo::read(pid), now_ns));
+            let info = ProcessInfo::read(pid, &mut self.users);
+            self.entries.insert(pid, (info, now_ns));
         }
     }
 
@@ -68,14 +120,17 @@ mod tests {
     #[test]
     fn identity_read_after_exec_survives_a_late_exec_notice() {
         let me = std::process::id();
-        let mut cache = ProcessCache::default();
+        let mut cache = Resolver::new(None);
         cache.observe(me, 200);
         cache.entries.get_mut(&me).unwrap().0.comm = "marker".into();
         cache.on_exec(me, 100, 300);
-        assert_eq!(cache.get(me, 300).comm, "marker");
+        assert_eq!(cache.workload(me, 300).comm, "marker");
         cache.on_exec(me, 250, 300);
-        assert_ne!(cache.get(me, 300).comm, "marker");
-        assert!(!cache.get(me, 300).exe.is_empty());
+        let w = cache.workload(me, 300);
+        assert_ne!(w.comm, "marker");
+        assert!(!w.exe.is_empty());
+        assert_eq!(w.uid, Some(unsafe { libc::getuid() }));
+        assert!(!w.cgroup.path.is_empty(), "this process has a cgroup");
         cache.remove(me);
         assert!(cache.is_empty());
     }

@@ -16,14 +16,14 @@ pub struct Totals {
 
 #[derive(Default)]
 pub struct Summary {
-    rows: BTreeMap<(String, u32, &'static str, String), Totals>,
+    rows: BTreeMap<(String, String, u32, &'static str, String), Totals>,
     dirty: bool,
 }
 
 impl Summary {
     pub fn add(&mut self, r: &UsageRecord) {
         let model = r.response_model.clone().or_else(|| r.request_model.clone()).unwrap_or_else(|| "-".into());
-        let t = self.rows.entry((r.comm.clone(), r.pid, r.provider, model)).or_default();
+        let t = self.rows.entry((r.team.clone(), r.comm.clone(), r.pid, r.provider, model)).or_default();
         t.calls += 1;
         t.input += r.input_tokens;
         t.output += r.output_tokens;
@@ -48,14 +48,14 @@ impl Summary {
 
     pub fn render(&self, footer: &str) -> String {
         let mut s = format!(
-            "{:<16} {:>8} {:<10} {:<28} {:>6} {:>6} {:>10} {:>10} {:>9} {:>9}\n",
-            "PROCESS", "PID", "PROVIDER", "MODEL", "CALLS", "ERRORS", "INPUT", "OUTPUT", "CACHED", "REASON"
+            "{:<16} {:<16} {:>8} {:<10} {:<28} {:>6} {:>6} {:>10} {:>10} {:>9} {:>9}\n",
+            "TEAM", "PROCESS", "PID", "PROVIDER", "MODEL", "CALLS", "ERRORS", "INPUT", "OUTPUT", "CACHED", "REASON"
         );
-        for ((comm, pid, provider, model), t) in &self.rows {
+        for ((team, comm, pid, provider, model), t) in &self.rows {
             let calls = if t.estimated > 0 { format!("{}~", t.calls) } else { t.calls.to_string() };
             s.push_str(&format!(
-                "{:<16} {:>8} {:<10} {:<28} {:>6} {:>6} {:>10} {:>10} {:>9} {:>9}\n",
-                comm, pid, provider, model, calls, t.errors, t.input, t.output, t.cached, t.reasoning
+                "{:<16} {:<16} {:>8} {:<10} {:<28} {:>6} {:>6} {:>10} {:>10} {:>9} {:>9}\n",
+                team, comm, pid, provider, model, calls, t.errors, t.input, t.output, t.cached, t.reasoning
             ));
         }
         s.push_str(&format!("-- {footer} (~: some counts estimated)\n"));
@@ -92,6 +92,21 @@ mod tests {
             tls_library: "openssl",
             truncated: false,
             error_type: (status >= 400).then(|| status.to_string()),
+            uid: Some(0),
+            user: Some("root".into()),
+            container_id: None,
+            container_runtime: None,
+            k8s_namespace: None,
+            k8s_pod: None,
+            k8s_workload: None,
+            k8s_workload_kind: None,
+            k8s_node: None,
+            systemd_unit: None,
+            team: "ml".into(),
+            cost_center: None,
+            product: None,
+            tenant: None,
+            app: None,
         }
     }
 
@@ -103,9 +118,9 @@ mod tests {
         s.add(&record(7, 5, 401, "reported"));
         s.add(&record(7, 3, 200, "estimated"));
         let table = s.render_if_changed("calls=3").expect("changed");
-        let row = table.lines().find(|l| l.starts_with("python3")).expect("a row");
+        let row = table.lines().find(|l| l.starts_with("ml ")).expect("a row");
         let cells: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(cells, vec!["python3", "7", "openai", "gpt-4o-2024-08-06", "3~", "1", "18", "6", "3", "0"]);
+        assert_eq!(cells, vec!["ml", "python3", "7", "openai", "gpt-4o-2024-08-06", "3~", "1", "18", "6", "3", "0"]);
         assert!(table.ends_with("-- calls=3 (~: some counts estimated)\n"));
         assert!(s.render_if_changed("x").is_none(), "unchanged: nothing to print");
     }

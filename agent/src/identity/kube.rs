@@ -1,1 +1,0 @@
-//! Pods on this node from the Kubernetes API (list + watch), for pod/workload/labels.
