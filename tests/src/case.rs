@@ -135,6 +135,28 @@ impl Case {
         run
     }
 
+    /// One curl chat call against a fresh server, fully checked (counts, identity, privacy);
+    /// returns its record.
+    pub fn one_curl_chat(&self, extra: &[&str]) -> Value {
+        let server = self.server(ServerOpts::default());
+        let run = self.curl_chat(&server, extra);
+        let recs = self.wait_records(&server, 1);
+        self.check_all(&server, &recs, &run);
+        self.finish(&server);
+        recs.into_iter().next().expect("one record")
+    }
+
+    /// One `openai_client.py` scenario behind `prefix` against a fresh server, fully checked;
+    /// returns its records.
+    pub fn one_openai(&self, scenario: &str, n: usize, prefix: &[std::ffi::OsString]) -> Vec<Value> {
+        let server = self.server(ServerOpts::default());
+        let run = self.openai_with(&server, scenario, prefix);
+        let recs = self.wait_records(&server, n);
+        self.check_all(&server, &recs, &run);
+        self.finish(&server);
+        recs
+    }
+
     /// Waits for exactly `n` records for this server (fails on fewer within
     /// the timeout, or on more after settling).
     pub fn wait_records(&self, server: &LlmServer, n: usize) -> Vec<Value> {

@@ -13,7 +13,7 @@ use tokentap_tests::{
     agent::{self, agent, agent_bin},
     env,
     kube::{self, Cgroup, KubeApi, PodFixture},
-    require_bpf, Case, ServerOpts,
+    require_bpf, Case,
 };
 
 const NODE: &str = "test-node-1";
@@ -144,12 +144,7 @@ fn kubelet_cgroup(qos: &str, pod_uid: &str, cid: &str) -> Cgroup {
 }
 
 fn one_python_call(case: &Case, prefix: &[std::ffi::OsString]) -> Value {
-    let server = case.server(ServerOpts::default());
-    let run = case.openai_with(&server, "chat", prefix);
-    let recs = case.wait_records(&server, 1);
-    case.check_all(&server, &recs, &run);
-    case.finish(&server);
-    recs.into_iter().next().unwrap()
+    case.one_openai("chat", 1, prefix).remove(0)
 }
 
 fn field<'a>(r: &'a Value, key: &str) -> &'a Value {
@@ -247,13 +242,7 @@ fn executable_rule_with_template_and_unattributed_fallback() {
     }
     let _g = serial();
     world();
-    let case = Case::new();
-    let server = case.server(ServerOpts::default());
-    let run = case.curl_chat(&server, &[]);
-    let recs = case.wait_records(&server, 1);
-    case.check_all(&server, &recs, &run);
-    assert_eq!(field(&recs[0], "team"), "ops-curl");
-    case.finish(&server);
+    assert_eq!(curl_team(), "ops-curl");
     // A Python client in no pod, unit or header rule: nobody claims it.
     let r = one_python_call(&Case::new(), &[]);
     assert_eq!(field(&r, "team"), "unattributed");
@@ -270,17 +259,13 @@ fn header_rule_wins_first_and_only_the_mapped_value_leaves() {
     let case = Case::new();
     let private_value = format!("tenant-secret-{}", env::random_hex(6));
     case.add_secret(private_value.clone());
-    let server = case.server(ServerOpts::default());
     let x_team = format!("x-team: research-{}", env::random_hex(2));
     let team = x_team.trim_start_matches("x-team: ").to_string();
     let extra = format!("x-tenant-token: {private_value}");
-    // curl would match "curl-by-exe" too: the header rule comes first.
-    let run = case.curl_chat(&server, &["-H", &x_team, "-H", &extra]);
-    let recs = case.wait_records(&server, 1);
-    case.check_all(&server, &recs, &run);
-    assert_eq!(field(&recs[0], "team").as_str(), Some(team.as_str()));
-    // finish() also searches every output for the unmapped header's value and the API key.
-    case.finish(&server);
+    // curl would match "curl-by-exe" too: the header rule comes first. The checks search
+    // every output for the unmapped header's value and the API key.
+    let r = case.one_curl_chat(&["-H", &x_team, "-H", &extra]);
+    assert_eq!(field(&r, "team").as_str(), Some(team.as_str()));
 }
 
 fn wait_stderr(needle: &str) {
@@ -295,13 +280,7 @@ fn wait_stderr(needle: &str) {
 }
 
 fn curl_team() -> String {
-    let case = Case::new();
-    let server = case.server(ServerOpts::default());
-    let run = case.curl_chat(&server, &[]);
-    let recs = case.wait_records(&server, 1);
-    case.check_all(&server, &recs, &run);
-    case.finish(&server);
-    field(&recs[0], "team").as_str().unwrap().to_string()
+    field(&Case::new().one_curl_chat(&[]), "team").as_str().unwrap().to_string()
 }
 
 #[test]
