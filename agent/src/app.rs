@@ -19,9 +19,11 @@ use crate::{
     clock::Clock,
     config::Config,
     discovery::Discovery,
+    export::{health::HealthSnapshot, ExportError, Exporter, ResourceInfo},
     identity::{self, Resolver},
     mapping_source::{MappingSource, Reload},
     output::{jsonl::JsonLines, summary::Summary},
+    pricing::{PricingError, PricingTable, Tokens},
     privileges::{self, PrivilegeError},
     stats::Stats,
     streams::{Output, Tracker, TrackerConfig, Verdict},
@@ -36,6 +38,10 @@ pub enum AppError {
     Capture(#[from] CaptureError),
     #[error(transparent)]
     Mapping(#[from] MappingError),
+    #[error(transparent)]
+    Pricing(#[from] PricingError),
+    #[error("export: {0}")]
+    Export(#[from] ExportError),
     #[error("kubernetes: {0}")]
     Kube(#[from] identity::kube::KubeError),
     #[error("cannot open usage log {path}: {source}")]
@@ -55,6 +61,9 @@ struct Agent {
     discovery: Discovery,
     identity: Resolver,
     mapping: MappingSource,
+    pricing: PricingTable,
+    exporter: Option<Exporter>,
+    last_export_warning: Option<Instant>,
     node: Option<String>,
     clock: Clock,
     stats: Stats,
@@ -66,9 +75,19 @@ struct Agent {
 pub async fn run(config: Config) -> Result<(), AppError> {
     // Configuration mistakes first: they need no privileges to report.
     let mapping = MappingSource::open(config.attribution.mapping_file.as_deref())?;
+    let pricing = match &config.pricing.override_file {
+        Some(file) => PricingTable::builtin().merged(PricingTable::load(file)?),
+        None => PricingTable::builtin(),
+    };
     privileges::check()?;
     let pods = identity::kube::start(&config.kubernetes).await?;
     let node = pods.as_ref().map(|p| p.node_name().to_string());
+    let resource = ResourceInfo {
+        host_name: hostname(),
+        node_name: node.clone(),
+        cluster_name: config.kubernetes.cluster_name.clone(),
+    };
+    let exporter = Exporter::start(&config.export, &resource).await?;
     let (mut capture, rings) = Capture::load(&LoadOptions {
         call_cap: config.capture.call_cap_bytes,
         ring_bytes: config.capture.ring_buffer_bytes,
@@ -92,6 +111,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         discovery,
         identity: Resolver::new(pods),
         mapping,
+        pricing,
+        exporter,
+        last_export_warning: None,
         node,
         clock: Clock::new(),
         stats: Stats::default(),
@@ -105,6 +127,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         usage_log = ?config.output.usage_log,
         mapping_rules = agent.mapping.mapping().rule_count(),
         kubernetes = agent.identity.pods().is_some(),
+        prices = agent.pricing.len(),
+        prometheus = ?agent.exporter.as_ref().and_then(|e| e.prometheus_addr),
         "tokentap: capture ready"
     );
 
@@ -152,6 +176,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     agent.drain_data(data.get_mut());
     agent.stats.kernel = agent.capture.counters();
     agent.show_summary();
+    if let Some(exporter) = agent.exporter.take() {
+        agent.push_health();
+        // The final flush blocks; keep it off the runtime's thread.
+        let _ = std::thread::spawn(move || exporter.shutdown()).join();
+    }
     tracing::info!(stats = %agent.stats.line(), "tokentap: stopped");
     Ok(())
 }
@@ -227,7 +256,18 @@ impl Agent {
             }
             let who = usage::Attributed { workload: &workload, attribution: &attribution, node: self.node.as_deref() };
             match usage::build(&tracked, &who, &self.clock, self.body_cap) {
-                Ok(record) => {
+                Ok(mut record) => {
+                    let model = record.response_model.as_deref().or(record.request_model.as_deref()).unwrap_or("");
+                    let tokens = Tokens {
+                        input: record.input_tokens,
+                        output: record.output_tokens,
+                        cached_input: record.cached_input_tokens,
+                        reasoning: record.reasoning_tokens,
+                    };
+                    record.cost_usd = self.pricing.cost(record.provider, model, tokens).map(|c| c.usd);
+                    if let Some(exporter) = &mut self.exporter {
+                        exporter.record(&record);
+                    }
                     self.stats.records += 1;
                     self.stats.estimated_records += u64::from(record.usage_source == "estimated");
                     self.stats.truncated_records += u64::from(record.truncated);
@@ -241,9 +281,28 @@ impl Agent {
                         Sink::Summary(summary) => summary.add(&record),
                     }
                 }
-                Err(e) => self.stats.failure(e.reason()),
+                Err(e) => {
+                    self.stats.failure(e.reason());
+                    if let Some(exporter) = &mut self.exporter {
+                        exporter.record_unparsed(&usage::base_record(&tracked, &who, &self.clock));
+                    }
+                }
             }
         }
+    }
+
+    /// Hands the exporter's health instruments a fresh view of the counters.
+    fn push_health(&mut self) {
+        let Some(exporter) = &mut self.exporter else { return };
+        exporter.update_health(HealthSnapshot {
+            data_events_lost: self.stats.kernel.data_lost,
+            proc_events_lost: self.stats.kernel.proc_lost,
+            calls_truncated: self.stats.kernel.calls_truncated,
+            parse_failures: self.stats.parse_failures.clone(),
+            libraries_attached: self.stats.libraries_attached as u64,
+            folded: Default::default(),
+            unattributed: self.stats.unattributed,
+        });
     }
 
     fn report_reload(&mut self, outcome: Reload) {
@@ -275,6 +334,22 @@ impl Agent {
             tracing::warn!(lost, "capture events lost (ring buffer full, or user memory unreadable); consider raising capture.ring_buffer_bytes");
         }
         self.stats.kernel = kernel;
+        self.push_health();
+        self.warn_on_export_failures();
+    }
+
+    /// One warning a minute at most while exports fail (the collector is down or refusing).
+    fn warn_on_export_failures(&mut self) {
+        let Some(exporter) = &self.exporter else { return };
+        let failed = exporter.exports.failed.load(std::sync::atomic::Ordering::Relaxed);
+        if failed > self.stats.export_failures {
+            let due = self.last_export_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+            if due {
+                self.last_export_warning = Some(Instant::now());
+                tracing::warn!(failed, "OTLP exports are failing; totals are kept and sent once the collector answers");
+            }
+            self.stats.export_failures = failed;
+        }
     }
 
     fn show_summary(&mut self) {
@@ -285,4 +360,15 @@ impl Agent {
             }
         }
     }
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer outlives the call and its length is passed.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned()).filter(|h| !h.is_empty())
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokentap_common::{DEFAULT_CALL_CAP, MAX_CALL_CAP};
 
-pub use crate::identity::kube::KubeConfig;
+pub use crate::{export::ExportConfig, identity::kube::KubeConfig};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -16,6 +16,15 @@ pub struct Config {
     pub output: OutputConfig,
     pub attribution: AttributionConfig,
     pub kubernetes: KubeConfig,
+    pub export: ExportConfig,
+    pub pricing: PricingConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingConfig {
+    /// Prices that replace or extend the shipped table (same format). See docs/pricing.md.
+    pub override_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]

@@ -19,6 +19,8 @@ pub struct Stats {
     pub output_errors: u64,
     /// Calls no mapping rule matched (team `unattributed`): owners to find.
     pub unattributed: u64,
+    /// OTLP exports that failed.
+    pub export_failures: u64,
     /// Mapping file edits rejected as invalid.
     pub mapping_rejections: u64,
 }

@@ -47,6 +47,7 @@ pub struct UsageRecord {
     pub k8s_pod: Option<String>,
     pub k8s_workload: Option<String>,
     pub k8s_workload_kind: Option<String>,
+    pub k8s_container: Option<String>,
     pub k8s_node: Option<String>,
     pub systemd_unit: Option<String>,
     pub team: String,
@@ -54,6 +55,8 @@ pub struct UsageRecord {
     pub product: Option<String>,
     pub tenant: Option<String>,
     pub app: Option<String>,
+    /// At the pricing table's list prices; null when the model is not in the table.
+    pub cost_usd: Option<f64>,
 }
 
 /// Who made a call: the resolved workload, what the mapping made of it, and the node name to
@@ -129,37 +132,58 @@ pub fn build(
         },
     )
     .map_err(UsageError::Llm)?;
+    let mut record = base_record(tracked, who, clock);
+    record.request_model = call.request_model;
+    record.response_model = call.response_model;
+    record.input_tokens = call.input_tokens;
+    record.output_tokens = call.output_tokens;
+    record.cached_input_tokens = call.cached_input_tokens;
+    record.reasoning_tokens = call.reasoning_tokens;
+    record.usage_source = call.usage_source.as_str();
+    record.streaming = call.streaming;
+    record.time_to_first_chunk_ms =
+        if call.streaming { ex.response_first_body_ns.map(|t| ms(ex.request_start_ns, t)) } else { None };
+    record.truncated = request_truncated || ex.response.truncated;
+    record.error_type = call.error_type;
+    Ok(record)
+}
+
+/// Everything about a call but its usage: identity, attribution, endpoint, status, timing.
+/// On its own (`usage_source: "none"`, zero tokens) it stands for a call to an AI endpoint
+/// whose usage could not be read, which still counts as a request.
+pub fn base_record(tracked: &TrackedExchange, who: &Attributed<'_>, clock: &Clock) -> UsageRecord {
+    let ex = &tracked.exchange;
+    let status = match ex.response.head.start {
+        Start::Response { status } => status,
+        Start::Request { .. } => 0,
+    };
     let (host, port) = host_and_port(&ex.request_head);
     let (w, a) = (who.workload, who.attribution);
     let pod = w.pod.as_ref();
-    Ok(UsageRecord {
+    UsageRecord {
         ts: clock.rfc3339(ex.response_end_ns),
         pid: tracked.origin.id.tgid,
         comm: w.comm.clone(),
         exe: w.exe.clone(),
         cgroup_id: tracked.origin.cgroup_id,
-        provider: call.endpoint.provider.as_str(),
-        operation: call.endpoint.operation.as_str(),
+        provider: ex.endpoint.provider.as_str(),
+        operation: ex.endpoint.operation.as_str(),
         server_address: host,
         server_port: port.unwrap_or(443),
-        request_model: call.request_model,
-        response_model: call.response_model,
-        input_tokens: call.input_tokens,
-        output_tokens: call.output_tokens,
-        cached_input_tokens: call.cached_input_tokens,
-        reasoning_tokens: call.reasoning_tokens,
-        usage_source: call.usage_source.as_str(),
-        streaming: call.streaming,
+        request_model: None,
+        response_model: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        cached_input_tokens: 0,
+        reasoning_tokens: 0,
+        usage_source: "none",
+        streaming: false,
         http_status: status,
         duration_ms: ms(ex.request_start_ns, ex.response_end_ns),
-        time_to_first_chunk_ms: if call.streaming {
-            ex.response_first_body_ns.map(|t| ms(ex.request_start_ns, t))
-        } else {
-            None
-        },
+        time_to_first_chunk_ms: None,
         tls_library: tracked.origin.library.as_str(),
-        truncated: request_truncated || ex.response.truncated,
-        error_type: call.error_type,
+        truncated: ex.response.truncated || ex.request.as_ref().is_none_or(|m| m.truncated),
+        error_type: None,
         uid: w.uid,
         user: w.user.clone(),
         container_id: w.cgroup.container_id.clone(),
@@ -168,6 +192,7 @@ pub fn build(
         k8s_pod: pod.map(|p| p.name.clone()),
         k8s_workload: pod.and_then(|p| p.workload_name.clone()),
         k8s_workload_kind: pod.and_then(|p| p.workload_kind.clone()),
+        k8s_container: w.container.as_ref().map(|c| c.name.clone()),
         k8s_node: pod.and_then(|p| p.node.clone().or_else(|| who.node.map(String::from))),
         systemd_unit: w.cgroup.systemd_unit.clone(),
         team: a.team.clone(),
@@ -175,5 +200,6 @@ pub fn build(
         product: a.product.clone(),
         tenant: a.tenant.clone(),
         app: a.app.clone(),
-    })
+        cost_usd: None,
+    }
 }

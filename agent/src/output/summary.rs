@@ -100,6 +100,7 @@ mod tests {
             k8s_pod: None,
             k8s_workload: None,
             k8s_workload_kind: None,
+            k8s_container: None,
             k8s_node: None,
             systemd_unit: None,
             team: "ml".into(),
@@ -107,6 +108,7 @@ mod tests {
             product: None,
             tenant: None,
             app: None,
+            cost_usd: None,
         }
     }
 

@@ -1,0 +1,92 @@
+//! The agent's own health as metrics: read by observable instruments from a snapshot the event
+//! loop refreshes every tick (the exporter's thread must not touch the loop's state).
+use std::{
+    collections::BTreeMap,
+    sync::{atomic::Ordering, Arc, Mutex},
+};
+
+use opentelemetry::{metrics::Meter, KeyValue};
+
+use super::otlp::ExportCounts;
+
+#[derive(Debug, Default, Clone)]
+pub struct HealthSnapshot {
+    pub data_events_lost: u64,
+    pub proc_events_lost: u64,
+    pub calls_truncated: u64,
+    pub parse_failures: BTreeMap<&'static str, u64>,
+    pub libraries_attached: u64,
+    pub folded: BTreeMap<&'static str, u64>,
+    pub unattributed: u64,
+}
+
+pub type SharedHealth = Arc<Mutex<HealthSnapshot>>;
+
+fn read(h: &SharedHealth) -> HealthSnapshot {
+    h.lock().map(|g| g.clone()).unwrap_or_default()
+}
+
+/// Registers the health instruments; they live as long as the meter provider.
+pub fn register(meter: &Meter, health: &SharedHealth, exports: &Arc<ExportCounts>) {
+    let h = health.clone();
+    meter
+        .u64_observable_counter("tokentap.agent.events.lost")
+        .with_unit("{event}")
+        .with_description("Capture events lost between kernel and agent (ring buffer full or unreadable memory)")
+        .with_callback(move |o| {
+            let s = read(&h);
+            o.observe(s.data_events_lost, &[KeyValue::new("tokentap.ring", "data")]);
+            o.observe(s.proc_events_lost, &[KeyValue::new("tokentap.ring", "proc")]);
+        })
+        .build();
+    let h = health.clone();
+    meter
+        .u64_observable_counter("tokentap.agent.calls.truncated")
+        .with_unit("{call}")
+        .with_description("TLS library calls larger than the per-call capture cap")
+        .with_callback(move |o| o.observe(read(&h).calls_truncated, &[]))
+        .build();
+    let h = health.clone();
+    meter
+        .u64_observable_counter("tokentap.agent.parse_failures")
+        .with_unit("{failure}")
+        .with_description("Traffic the agent could not parse, by reason")
+        .with_callback(move |o| {
+            for (reason, n) in read(&h).parse_failures {
+                o.observe(n, &[KeyValue::new("tokentap.reason", reason)]);
+            }
+        })
+        .build();
+    let h = health.clone();
+    meter
+        .u64_observable_gauge("tokentap.agent.libraries.attached")
+        .with_unit("{library}")
+        .with_description("TLS library files probed")
+        .with_callback(move |o| o.observe(read(&h).libraries_attached, &[]))
+        .build();
+    let e = exports.clone();
+    meter
+        .u64_observable_counter("tokentap.agent.export.failures")
+        .with_unit("{export}")
+        .with_description("OTLP exports that failed (retried with the next interval's cumulative totals)")
+        .with_callback(move |o| o.observe(e.failed.load(Ordering::Relaxed), &[]))
+        .build();
+    let h = health.clone();
+    meter
+        .u64_observable_counter("tokentap.agent.attribute_values.folded")
+        .with_unit("{value}")
+        .with_description("Attribute values folded into \"other\" by the cardinality cap, by attribute")
+        .with_callback(move |o| {
+            for (key, n) in read(&h).folded {
+                o.observe(n, &[KeyValue::new("tokentap.attribute", key)]);
+            }
+        })
+        .build();
+    let h = health.clone();
+    meter
+        .u64_observable_counter("tokentap.agent.calls.unattributed")
+        .with_unit("{call}")
+        .with_description("Calls no mapping rule attributed (team \"unattributed\")")
+        .with_callback(move |o| o.observe(read(&h).unattributed, &[]))
+        .build();
+}
