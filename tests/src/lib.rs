@@ -20,9 +20,11 @@ pub mod agent;
 pub mod case;
 pub mod certs;
 pub mod clients;
+pub mod collector;
 pub mod env;
 pub mod expect;
 pub mod kube;
+pub mod metered;
 pub mod records;
 pub mod server;
 

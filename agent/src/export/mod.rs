@@ -124,6 +124,9 @@ impl Exporter {
         if !otlp_on && config.prometheus_listen.is_none() {
             return Ok(None);
         }
+        // reqwest (OTLP/HTTP) and tonic take rustls' process-wide provider; kube may have
+        // installed it already, in which case this is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let exports = Arc::new(ExportCounts::default());
         let mut builder = SdkMeterProvider::builder().with_resource(resource(info));
         let mut otlp_runtime = None;
