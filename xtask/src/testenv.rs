@@ -35,12 +35,27 @@ fn have(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// rotel (the OTLP collector the export tests run) links the system's libpython3.11.
+fn have_libpython() -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg("ldconfig -p | grep -q 'libpython3.11.so.1.0'")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
 fn ensure_system_tools() -> Result<()> {
-    let missing: Vec<&str> = [("curl", "curl"), ("openssl", "openssl")]
-        .into_iter()
-        .filter(|(tool, _)| !have(tool))
-        .map(|(_, pkg)| pkg)
-        .collect();
+    let mut missing: Vec<&str> =
+        [("curl", "curl"), ("openssl", "openssl"), ("setpriv", "util-linux"), ("unshare", "util-linux")]
+            .into_iter()
+            .filter(|(tool, _)| !have(tool))
+            .map(|(_, pkg)| pkg)
+            .collect();
+    if !have_libpython() {
+        missing.push("libpython3.11");
+    }
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
