@@ -1,7 +1,7 @@
 //! Every map and load-time global of the eBPF object.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     Global,
 };
 use tokentap_common::{counter, ConnKey, ConnState, DataEvent};
@@ -15,13 +15,16 @@ pub static DATA_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024 * 1024, 0);
 #[map]
 pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 
-/// Per-connection verdicts written by user space (and removed here when a session ends).
+/// Per-connection verdicts written by user space (and removed here when a session ends). LRU:
+/// sessions of killed processes never reach SSL_free, and losing an old verdict only means
+/// its connection is shipped (and judged) again.
 #[map]
-pub static CONN_STATE: HashMap<ConnKey, ConnState> = HashMap::with_max_entries(65536, 0);
+pub static CONN_STATE: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(65536, 0);
 
 /// Arguments of an in-flight `SSL_read*`/`SSL_write*`, keyed by pid_tgid, for the return probe.
+/// LRU: a thread that dies inside a call leaves its entry behind, which must not fill the map.
 #[map]
-pub static ACTIVE_CALLS: HashMap<u64, CallArgs> = HashMap::with_max_entries(16384, 0);
+pub static ACTIVE_CALLS: LruHashMap<u64, CallArgs> = LruHashMap::with_max_entries(16384, 0);
 
 /// Scratch space to assemble a chunk: too large for the 512-byte BPF stack.
 #[map]
