@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::eval::{Cond, Op, Patterns, Requirement, Rule, Selector, SetTemplates};
 use super::glob::Glob;
-use super::source::{key_at, line_of, KeyPath};
+use super::source::{first_unknown_key, key_at, line_of, unknown_key_message, KeyPath};
 use super::template::{header_name, sanitize, Template, MAX_VALUE_CHARS};
 use super::{Attribution, MappingError};
 
@@ -111,18 +111,9 @@ impl<'a> Parser<'a> {
 
     /// Rejects the first (in file order) key not in `allowed`.
     fn check_keys(&self, t: &DeTable<'_>, path: &KeyPath, allowed: &[&str]) -> R<()> {
-        let unknown = t
-            .iter()
-            .map(|(k, _)| k)
-            .filter(|k| !allowed.contains(&k.get_ref().as_ref()))
-            .min_by_key(|k| k.span().start);
-        match unknown {
+        match first_unknown_key(t, allowed) {
             None => Ok(()),
-            Some(k) => Err(self.err(
-                k.span(),
-                &path.key(k.get_ref()),
-                format!("unknown key {:?}, expected one of {}", k.get_ref(), allowed.join(", ")),
-            )),
+            Some(k) => Err(self.err(k.span(), &path.key(k.get_ref()), unknown_key_message(k.get_ref(), allowed))),
         }
     }
 

@@ -121,6 +121,20 @@ fn floor_boundary(text: &str, pos: usize) -> usize {
     pos
 }
 
+/// The first key of `t`, in file order, that is not in `allowed`, with its span: both the
+/// mapping file and the pricing table reject unknown keys this way.
+pub(crate) fn first_unknown_key<'t, 'i>(
+    t: &'t toml::de::DeTable<'i>,
+    allowed: &[&str],
+) -> Option<&'t toml::Spanned<std::borrow::Cow<'i, str>>> {
+    t.iter().map(|(k, _)| k).filter(|k| !allowed.contains(&k.get_ref().as_ref())).min_by_key(|k| k.span().start)
+}
+
+/// The message for such a key.
+pub(crate) fn unknown_key_message(key: &str, allowed: &[&str]) -> String {
+    format!("unknown key {key:?}, expected one of {}", allowed.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::normalize::exact_name;
 use super::{Price, PricingError, PricingTable};
-use crate::attribution::source::{key_at, line_of, KeyPath};
+use crate::attribution::source::{first_unknown_key, key_at, line_of, unknown_key_message, KeyPath};
 
 type Val<'i> = Spanned<DeValue<'i>>;
 type R<T> = Result<T, PricingError>;
@@ -85,18 +85,9 @@ impl Parser<'_> {
 
     /// Rejects the first (in file order) key not in `allowed`.
     fn check_keys(&self, t: &DeTable<'_>, path: &KeyPath, allowed: &[&str]) -> R<()> {
-        let unknown = t
-            .iter()
-            .map(|(k, _)| k)
-            .filter(|k| !allowed.contains(&k.get_ref().as_ref()))
-            .min_by_key(|k| k.span().start);
-        match unknown {
+        match first_unknown_key(t, allowed) {
             None => Ok(()),
-            Some(k) => Err(self.err(
-                k.span(),
-                &path.key(k.get_ref()),
-                format!("unknown key {:?}, expected one of {}", k.get_ref(), allowed.join(", ")),
-            )),
+            Some(k) => Err(self.err(k.span(), &path.key(k.get_ref()), unknown_key_message(k.get_ref(), allowed))),
         }
     }
 
