@@ -32,6 +32,15 @@ pub struct Agent {
 
 static AGENT: OnceLock<Result<Agent, String>> = OnceLock::new();
 static CONFIG: OnceLock<String> = OnceLock::new();
+static ENV: OnceLock<Vec<(String, String)>> = OnceLock::new();
+
+/// Environment variables for this test binary's agent (e.g. the standard `OTEL_*` ones). Call
+/// it before the first [`agent`] call in every test of the binary (the first call wins).
+pub fn configure_env(vars: &[(&str, &str)]) {
+    let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let set = ENV.get_or_init(|| vars.clone());
+    assert_eq!(set, &vars, "one agent environment per test binary");
+}
 
 /// Gives this test binary's agent a configuration file with `toml` as its content. Call it
 /// before the first [`agent`] call in every test of the binary (the first call wins).
@@ -74,6 +83,15 @@ fn start() -> Result<Agent, String> {
 
     let mut cmd = Command::new(&bin);
     cmd.arg("run").arg("--usage-log").arg(&usage_log).stdin(Stdio::null()).stdout(out).stderr(err);
+    // The test process's own OTEL_* settings must not leak into the agent under test.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OTEL_") {
+            cmd.env_remove(key);
+        }
+    }
+    if let Some(vars) = ENV.get() {
+        cmd.envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
     if let Some(toml) = CONFIG.get() {
         let path = dir.join("tokentap.toml");
         std::fs::write(&path, toml).map_err(|e| format!("write {path:?}: {e}"))?;

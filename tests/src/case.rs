@@ -122,8 +122,13 @@ impl Case {
 
     /// One non-streaming chat completion with curl; asserts HTTP 200.
     pub fn curl_chat(&self, server: &LlmServer, extra: &[&str]) -> ClientRun {
+        self.curl_chat_model(server, CHAT_MODEL, extra)
+    }
+
+    /// [`Case::curl_chat`] naming `model` (the test server echoes models it does not know).
+    pub fn curl_chat_model(&self, server: &LlmServer, model: &str, extra: &[&str]) -> ClientRun {
         let body = json!({
-            "model": CHAT_MODEL,
+            "model": model,
             "messages": [
                 {"role": "system", "content": SYSTEM_PROMPT},
                 {"role": "user", "content": self.prompt()},

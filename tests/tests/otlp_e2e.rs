@@ -11,7 +11,6 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokentap_tests::case::SYSTEM_PROMPT;
 use tokentap_tests::collector::{free_ports, port_attr, Collector, CALL_COUNTERS, METRICS_TIMEOUT, TOKEN_BOUNDS};
 use tokentap_tests::metered::{call_mismatches, checked_calls, price_for, MeteredCall};
 use tokentap_tests::{agent, clients, env, require_bpf, Case, ClientRun, LlmServer, ServerOpts};
@@ -182,15 +181,6 @@ fn collector_down_at_first_gets_the_totals_exactly_once_when_it_comes_up() {
 }
 
 /// One curl chat completion with `model`.
-fn curl_chat_model(case: &Case, server: &LlmServer, model: &str) -> ClientRun {
-    let body = json!({"model": model, "messages": [
-        {"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": case.prompt()}]});
-    let run = clients::curl_post_json(server, "/v1/chat/completions", &case.api_key, &body, &[]);
-    case.expect_ok(&run);
-    assert_eq!(run.stdout.trim(), "200", "curl chat HTTP status");
-    run
-}
-
 #[test]
 fn cost_follows_the_price_table_and_unknown_models_count_as_unpriced() {
     if !require_bpf() {
@@ -200,7 +190,7 @@ fn cost_follows_the_price_table_and_unknown_models_count_as_unpriced() {
     let case = Case::new();
     let server = case.server(ServerOpts::default());
     let unknown = format!("tokentap-unknown-model-{}", env::random_hex(3));
-    let runs = vec![curl_chat_model(&case, &server, "gpt-4o-mini"), curl_chat_model(&case, &server, &unknown)];
+    let runs = vec![case.curl_chat_model(&server, "gpt-4o-mini", &[]), case.curl_chat_model(&server, &unknown, &[])];
     let calls = checked_calls(&case, &server, &runs);
     let (priced, unpriced) = (&calls[0], &calls[1]);
     assert_eq!(priced.response_model, "gpt-4o-mini-2024-07-18", "the server answers with the dated snapshot");

@@ -1,19 +1,43 @@
 //! OTLP metrics over HTTP/protobuf, end to end: the same per-series checks as the gRPC tests
-//! (`otlp_e2e.rs`), with the agent exporting to the collector's HTTP receiver. One agent for
-//! this binary, configured once the collector listens.
+//! (`otlp_e2e.rs`), with the agent exporting to the collector's HTTP receiver. Here the export
+//! is configured only by the standard `OTEL_*` environment variables, and the config file
+//! carries a pricing override. One agent for this binary, started once the collector listens.
 use std::sync::OnceLock;
 
+use serde_json::json;
 use tokentap_tests::collector::{port_attr, Collector};
 use tokentap_tests::metered::{call_mismatches, checked_calls};
-use tokentap_tests::{agent, require_bpf, Case, ServerOpts};
+use tokentap_tests::{agent, env, require_bpf, Case, ServerOpts};
+
+/// A model only the override file prices, with prices exact in binary floating point.
+const OVERRIDE_MODEL: &str = "tokentap-override-model";
+const OVERRIDE: [f64; 4] = [2.0, 8.0, 0.5, 16.0]; // input, output, cached_input, reasoning per 1M
 
 fn collector() -> &'static Collector {
     static COLLECTOR: OnceLock<Collector> = OnceLock::new();
-    let c = COLLECTOR.get_or_init(Collector::start);
-    agent::configure(&format!(
-        "[export]\notlp_endpoint = \"{}\"\notlp_protocol = \"http/protobuf\"\nexport_interval_secs = 1\n",
-        c.http_endpoint()
-    ));
+    let c = COLLECTOR.get_or_init(|| {
+        let c = Collector::start();
+        let dir = env::temp_subdir("pricing");
+        let prices = dir.join("prices.toml");
+        let [input, output, cached, reasoning] = OVERRIDE;
+        std::fs::write(
+            &prices,
+            format!(
+                "as_of = \"2026-11-01\"\nsource = \"e2e test\"\n\n[[model]]\nprovider = \"openai\"\nmodel = \"{OVERRIDE_MODEL}\"\n\
+                 input = {input:?}\noutput = {output:?}\ncached_input = {cached:?}\nreasoning = {reasoning:?}\n"
+            ),
+        )
+        .expect("write override");
+        let endpoint = c.http_endpoint();
+        agent::configure_env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=e2e"),
+        ]);
+        agent::configure(&format!("[pricing]\noverride_file = \"{}\"\n", prices.display()));
+        c
+    });
     c
 }
 
@@ -44,6 +68,37 @@ fn http_protobuf_export_matches_the_server_usage_exactly() {
     let ttfc = snap.latest("gen_ai.client.operation.time_to_first_chunk", &port);
     assert_eq!(ttfc.iter().filter_map(|p| p["count"].as_u64()).sum::<u64>(), 2, "two streaming calls");
     assert!(calls.iter().all(|c| c.attribution["tokentap.team"] == "unattributed"), "no mapping: unattributed");
+    let resource = &snap.points.iter().find(|p| p["name"] == "tokentap.requests").expect("a point")["resource"];
+    assert_eq!(resource["deployment.environment.name"], "e2e", "OTEL_RESOURCE_ATTRIBUTES reaches the resource");
+    case.finish(&server);
+    c.assert_private(&case.secrets());
+}
+
+#[test]
+fn override_file_prices_win_over_the_shipped_table() {
+    if !require_bpf() {
+        return;
+    }
+    let c = collector();
+    let case = Case::new();
+    let server = case.server(ServerOpts::default());
+    let run = case.curl_chat_model(&server, OVERRIDE_MODEL, &[]);
+    let calls = checked_calls(&case, &server, &[run]);
+    let call = &calls[0];
+    assert_eq!(call.response_model, OVERRIDE_MODEL, "the server echoes the model");
+    let [p_in, p_out, p_cached, p_reason] = OVERRIDE;
+    let (i, k, o, r) = (call.input as f64, call.cached as f64, call.output as f64, call.reasoning as f64);
+    let usd = ((i - k) * p_in + k * p_cached + (o - r) * p_out + r * p_reason) / 1e6;
+    let model = [port_attr(server.port), ("gen_ai.response.model", json!(OVERRIDE_MODEL))];
+    let snap = c.wait_received("cost of the overridden model", |s| {
+        let total = s.counter_total("tokentap.cost", &model);
+        if (total - usd).abs() > 1e-9 * usd {
+            vec![format!("tokentap.cost = {total}, want {usd}")]
+        } else {
+            vec![]
+        }
+    });
+    assert_eq!(snap.counter_total("tokentap.calls.unpriced", &model), 0.0, "an overridden model is priced");
     case.finish(&server);
     c.assert_private(&case.secrets());
 }
