@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's build tool. `setup` bootstraps the eBPF toolchain
 //! idempotently; `build`, `run` and `test` call it first, so a fresh machine needs nothing else.
+mod bench;
 mod setup;
 mod testenv;
 
@@ -41,6 +42,18 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Benchmarks: parsing pipeline, and capture overhead end to end (root); see docs/benchmarks.md.
+    Bench {
+        /// Repetitions of the pipeline benchmark and rounds of the capture benchmark.
+        #[arg(long, default_value_t = 15)]
+        reps: usize,
+        /// Timed requests per client run in the capture benchmark.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Only the parsing pipeline (no root needed).
+        #[arg(long)]
+        no_capture: bool,
+    },
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -75,6 +88,7 @@ fn build(release: bool) -> Result<PathBuf> {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup => setup::ensure(),
+        Cmd::Bench { reps, requests, no_capture } => bench::bench(bench::Options { reps, requests, no_capture }),
         Cmd::Build { release } => build(release).map(|_| ()),
         Cmd::Run { release, args } => {
             let bin = build(release)?;
