@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use crate::usage::UsageRecord;
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Totals {
     pub calls: u64,
     pub input: u64,
@@ -12,6 +12,8 @@ pub struct Totals {
     pub reasoning: u64,
     pub estimated: u64,
     pub errors: u64,
+    /// USD at list prices; `None` while every call so far was unpriced.
+    pub cost_usd: Option<f64>,
 }
 
 #[derive(Default)]
@@ -35,6 +37,9 @@ impl Summary {
         if r.error_type.is_some() || r.http_status >= 400 {
             t.errors += 1;
         }
+        if let Some(usd) = r.cost_usd {
+            t.cost_usd = Some(t.cost_usd.unwrap_or(0.0) + usd);
+        }
         self.dirty = true;
     }
 
@@ -48,14 +53,26 @@ impl Summary {
 
     pub fn render(&self, footer: &str) -> String {
         let mut s = format!(
-            "{:<16} {:<16} {:>8} {:<10} {:<28} {:>6} {:>6} {:>10} {:>10} {:>9} {:>9}\n",
-            "TEAM", "PROCESS", "PID", "PROVIDER", "MODEL", "CALLS", "ERRORS", "INPUT", "OUTPUT", "CACHED", "REASON"
+            "{:<16} {:<16} {:>8} {:<10} {:<28} {:>6} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10}\n",
+            "TEAM",
+            "PROCESS",
+            "PID",
+            "PROVIDER",
+            "MODEL",
+            "CALLS",
+            "ERRORS",
+            "INPUT",
+            "OUTPUT",
+            "CACHED",
+            "REASON",
+            "COST USD"
         );
         for ((team, comm, pid, provider, model), t) in &self.rows {
             let calls = if t.estimated > 0 { format!("{}~", t.calls) } else { t.calls.to_string() };
+            let cost = t.cost_usd.map(|c| format!("{c:.4}")).unwrap_or_else(|| "-".into());
             s.push_str(&format!(
-                "{:<16} {:<16} {:>8} {:<10} {:<28} {:>6} {:>6} {:>10} {:>10} {:>9} {:>9}\n",
-                team, comm, pid, provider, model, calls, t.errors, t.input, t.output, t.cached, t.reasoning
+                "{:<16} {:<16} {:>8} {:<10} {:<28} {:>6} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10}\n",
+                team, comm, pid, provider, model, calls, t.errors, t.input, t.output, t.cached, t.reasoning, cost
             ));
         }
         s.push_str(&format!("-- {footer} (~: some counts estimated)\n"));
@@ -108,7 +125,7 @@ mod tests {
             product: None,
             tenant: None,
             app: None,
-            cost_usd: None,
+            cost_usd: (status < 400).then_some(0.25),
         }
     }
 
@@ -122,7 +139,10 @@ mod tests {
         let table = s.render_if_changed("calls=3").expect("changed");
         let row = table.lines().find(|l| l.starts_with("ml ")).expect("a row");
         let cells: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(cells, vec!["ml", "python3", "7", "openai", "gpt-4o-2024-08-06", "3~", "1", "18", "6", "3", "0"]);
+        assert_eq!(
+            cells,
+            vec!["ml", "python3", "7", "openai", "gpt-4o-2024-08-06", "3~", "1", "18", "6", "3", "0", "0.5000"]
+        );
         assert!(table.ends_with("-- calls=3 (~: some counts estimated)\n"));
         assert!(s.render_if_changed("x").is_none(), "unchanged: nothing to print");
     }
