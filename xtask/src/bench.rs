@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{run, setup, workspace_root};
+use crate::{output, run, setup, workspace_root};
 
 /// The agent's stderr line once its probes are attached.
 const READY_LINE: &str = "tokentap: capture ready";
@@ -52,14 +52,6 @@ fn median(v: &[f64]) -> f64 {
         n if n % 2 == 1 => s[n / 2],
         n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
     }
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("could not start {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 pub fn bench(opts: Options) -> Result<()> {
@@ -197,51 +189,10 @@ impl Drop for Proc {
     }
 }
 
-/// The CA + leaf the end-to-end tests use (tests/src/certs.rs), for 127.0.0.1.
+/// The CA + leaf the end-to-end tests use, from the same fixture script.
 fn make_certs(dir: &Path) -> Result<()> {
-    const CA_CNF: &str =
-        "[req]\ndistinguished_name = dn\nx509_extensions = v3_ca\nprompt = no\n[dn]\nCN = tokentap bench CA\n\
-        [v3_ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n\
-        subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid:always\n";
-    const LEAF_CNF: &str = "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = 127.0.0.1\n[leaf]\n\
-        basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature,keyEncipherment\n\
-        extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1,DNS:localhost\n\
-        subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid,issuer\n";
-    fs::write(dir.join("ca.cnf"), CA_CNF)?;
-    fs::write(dir.join("leaf.cnf"), LEAF_CNF)?;
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let steps: [Vec<&str>; 3] = [
-        [
-            &["req", "-x509", "-new", "-config", "ca.cnf"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
-        ]
-        .concat(),
-        [&["req", "-new", "-config", "leaf.cnf"][..], &ec, &["-keyout", "leaf.key", "-out", "leaf.csr"]].concat(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            "0x5eed",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.cnf",
-            "-extensions",
-            "leaf",
-            "-out",
-            "leaf.pem",
-        ],
-    ];
-    for args in steps {
-        output(Command::new("openssl").args(&args).current_dir(dir))?;
-    }
+    let script = workspace_root().join("tests/fixtures/make_certs.sh");
+    output(Command::new("sh").arg(script).arg(dir).arg("2"))?;
     Ok(())
 }
 

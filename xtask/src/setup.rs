@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::Command, time::Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::run;
+use crate::{output, run};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -16,14 +16,6 @@ pub fn ensure() -> Result<()> {
     ensure_bpf_linker()?;
     eprintln!("xtask setup: toolchain ready ({:.1}s)", started.elapsed().as_secs_f64());
     Ok(())
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("could not start {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn ensure_nightly() -> Result<()> {
