@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use tokentap::{
-    attribution::Attribution,
+    attribution::Mapping,
     capture::{ConnId, DataChunk, Direction, TlsLibrary},
     clock::Clock,
     identity::model::Workload,
@@ -325,14 +325,7 @@ fn main() {
     let rep_ms = arg(&args, "--rep-ms", 40).max(1);
 
     let workload = Workload { pid: 4242, comm: "bench".into(), exe: "/usr/bin/bench".into(), ..Default::default() };
-    let attribution = Attribution {
-        team: "unattributed".into(),
-        cost_center: None,
-        product: None,
-        tenant: None,
-        app: None,
-        rule: None,
-    };
+    let attribution = Mapping::empty().attribute(&workload, &|_| None);
     let who = Attributed { workload: &workload, attribution: &attribution, node: None };
     let clock = Clock::new();
 

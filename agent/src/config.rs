@@ -6,6 +6,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokentap_common::{DEFAULT_CALL_CAP, MAX_CALL_CAP};
 
+use crate::toml_source::{key_at, line_of};
 pub use crate::{export::ExportConfig, identity::kube::KubeConfig};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -98,8 +99,8 @@ impl Config {
 
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(0);
-            let key = e.span().and_then(|s| key_at(text, s.start)).unwrap_or_else(|| "(document)".to_string());
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            let key = e.span().map(|s| key_at(text, s.start)).unwrap_or_else(|| "(document)".to_string());
             ConfigError::Invalid { file: file.to_string(), line, key, message: e.message().to_string() }
         })?;
         config.validate(file, text)?;
@@ -136,32 +137,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// Names the dotted key whose value or name starts at byte `pos`, from the line's text and
-/// the nearest `[table]` header above it.
-fn key_at(text: &str, pos: usize) -> Option<String> {
-    let pos = pos.min(text.len());
-    let line_start = text[..pos].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line_end = text[pos..].find('\n').map(|i| pos + i).unwrap_or(text.len());
-    let line = text[line_start..line_end].trim();
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('[') && l.ends_with(']'))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-    if line.starts_with('[') {
-        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-    }
-    let key = line.split('=').next()?.trim();
-    if key.is_empty() {
-        return table;
-    }
-    Some(match table {
-        Some(t) => format!("{t}.{key}"),
-        None => key.to_string(),
-    })
 }
 
 #[cfg(test)]

@@ -21,4 +21,5 @@ pub mod pricing;
 pub mod privileges;
 pub mod stats;
 pub mod streams;
+pub(crate) mod toml_source;
 pub mod usage;

@@ -19,7 +19,6 @@ use crate::identity::model::Workload;
 mod eval;
 mod glob;
 mod parse;
-pub(crate) mod source;
 mod template;
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use toml::Spanned;
 
 use super::eval::{Cond, Op, Patterns, Requirement, Rule, Selector, SetTemplates};
 use super::glob::Glob;
-use super::source::{first_unknown_key, key_at, line_of, unknown_key_message, KeyPath};
 use super::template::{header_name, sanitize, Template, MAX_VALUE_CHARS};
 use super::{Attribution, MappingError};
+use crate::toml_source::{first_unknown_key, key_at, line_of, unknown_key_message, KeyPath};
 
 type Val<'i> = Spanned<DeValue<'i>>;
 

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::normalize::exact_name;
 use super::{Price, PricingError, PricingTable};
-use crate::attribution::source::{first_unknown_key, key_at, line_of, unknown_key_message, KeyPath};
+use crate::toml_source::{first_unknown_key, key_at, line_of, unknown_key_message, KeyPath};
 
 type Val<'i> = Spanned<DeValue<'i>>;
 type R<T> = Result<T, PricingError>;

@@ -1,5 +1,6 @@
-//! Positions in a TOML file for error messages: byte offset → line, dotted key paths, and a
-//! best-effort key for syntax errors (where there is no parsed tree to walk).
+//! Positions in a TOML file for error messages, shared by the config, mapping and pricing
+//! files: byte offset → line, dotted key paths, and a best-effort key for syntax errors (where
+//! there is no parsed tree to walk).
 use std::fmt;
 
 /// 1-based line of byte `offset` in `text` (offsets past the end count as the last line).
