@@ -118,19 +118,19 @@ impl Tracker {
             result = tracked.http.feed(chunk.direction, chunk.ts_ns, None, feed.gap_after, &mut outcome);
         }
         let origin = tracked.origin;
-        self.absorb(origin, outcome, out);
+        self.absorb(origin, chunk.ts_ns, outcome, out);
         if let Err(e) = result {
             self.fail(chunk.id, chunk.ts_ns, &e, out);
         }
     }
 
-    fn absorb(&mut self, origin: Origin, outcome: Outcome, out: &mut Output) {
+    fn absorb(&mut self, origin: Origin, ts_ns: u64, outcome: Outcome, out: &mut Output) {
         for exchange in outcome.exchanges {
             out.exchanges.push(TrackedExchange { origin, exchange });
         }
         match outcome.classified {
             Some(true) => out.verdicts.push((origin.id, Verdict::Track)),
-            Some(false) => self.ignore(origin.id, origin_last(&self.conns, origin.id), out),
+            Some(false) => self.ignore(origin.id, ts_ns, out),
             None => {}
         }
     }
@@ -213,8 +213,4 @@ impl Tracker {
             keep
         });
     }
-}
-
-fn origin_last(conns: &HashMap<ConnId, Tracked>, id: ConnId) -> u64 {
-    conns.get(&id).map(|t| t.last_ns).unwrap_or(0)
 }
