@@ -45,9 +45,19 @@ pub mod direction {
     pub const INGRESS: u32 = 1;
 }
 
-/// Which TLS implementation produced an event.
+/// Which TLS implementation (or plain socket) produced an event. Every stack emits the same
+/// `DataHeader`; only this id tells them apart (a metric label and the coverage matrix).
 pub mod library {
+    /// libssl, dynamically linked or statically linked into an executable with its symbols.
     pub const OPENSSL: u32 = 1;
+    /// Go `crypto/tls`.
+    pub const GO: u32 = 2;
+    pub const GNUTLS: u32 = 3;
+    pub const RUSTLS: u32 = 4;
+    /// Plain HTTP over a socket (syscall tracepoints, no TLS).
+    pub const PLAIN: u32 = 5;
+    /// BoringSSL found by prologue signatures in a stripped executable.
+    pub const BORINGSSL: u32 = 6;
 }
 
 /// Bits of `DataHeader::flags`.
@@ -61,6 +71,10 @@ pub mod data_kind {
     pub const DATA: u32 = 1;
     /// The library freed or shut down the session: the connection is over.
     pub const CLOSE: u32 = 2;
+    /// The TLS server name (SNI) the client set for this session; the name follows the header.
+    pub const SERVER_NAME: u32 = 3;
+    /// The socket peer of this connection: a `sockaddr_in`/`sockaddr_in6` follows the header.
+    pub const PEER: u32 = 4;
 }
 
 /// Kinds of record in `PROC_EVENTS`.
@@ -94,7 +108,9 @@ pub mod verdict {
     pub const IGNORE: u32 = 2;
 }
 
-/// Identifies one TLS session: the process and the library's session object (`SSL*`).
+/// Identifies one connection: the process and the library's session object (`SSL*`,
+/// `gnutls_session_t`, Go's `*tls.Conn`, rustls' connection), or for plain sockets
+/// `SOCKET_CONN_TAG | fd`, which no user-space pointer can equal.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnKey {
@@ -150,6 +166,9 @@ pub struct ProcEvent {
     /// For `LIB_OPEN`: the path as the process passed it (may be relative), NUL-terminated.
     pub path: [u8; PATH_LEN],
 }
+
+/// Marks `ConnKey::conn` values that are file descriptors of plain sockets.
+pub const SOCKET_CONN_TAG: u64 = 1 << 63;
 
 pub const DATA_HEADER_LEN: usize = core::mem::size_of::<DataHeader>();
 

@@ -8,7 +8,11 @@
 mod emit;
 mod maps;
 mod process;
+mod sockets;
+mod tls_gnutls;
+mod tls_go;
 mod tls_openssl;
+mod tls_rustls;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -210,6 +210,8 @@ impl Agent {
             match record {
                 Ok(ProcRecord::Exec { tgid, ts_ns }) => {
                     self.identity.on_exec(tgid, ts_ns, self.clock.monotonic_now_ns());
+                    // At once: a program's first TLS call may follow its exec within milliseconds.
+                    self.discovery.consider_executable(&mut self.capture, tgid);
                     self.discovery.on_exec(tgid, Instant::now());
                 }
                 Ok(ProcRecord::Exit { tgid }) => {

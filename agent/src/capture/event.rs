@@ -22,13 +22,45 @@ pub enum Direction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsLibrary {
     OpenSsl,
+    Go,
+    GnuTls,
+    Rustls,
+    /// No TLS: plain HTTP seen at the socket.
+    Plain,
+    BoringSsl,
 }
 
 impl TlsLibrary {
+    pub const ALL: [TlsLibrary; 6] = [
+        TlsLibrary::OpenSsl,
+        TlsLibrary::Go,
+        TlsLibrary::GnuTls,
+        TlsLibrary::Rustls,
+        TlsLibrary::Plain,
+        TlsLibrary::BoringSsl,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TlsLibrary::OpenSsl => "openssl",
+            TlsLibrary::Go => "go",
+            TlsLibrary::GnuTls => "gnutls",
+            TlsLibrary::Rustls => "rustls",
+            TlsLibrary::Plain => "plain",
+            TlsLibrary::BoringSsl => "boringssl",
         }
+    }
+
+    pub fn from_id(id: u32) -> Option<TlsLibrary> {
+        Some(match id {
+            library::OPENSSL => TlsLibrary::OpenSsl,
+            library::GO => TlsLibrary::Go,
+            library::GNUTLS => TlsLibrary::GnuTls,
+            library::RUSTLS => TlsLibrary::Rustls,
+            library::PLAIN => TlsLibrary::Plain,
+            library::BORINGSSL => TlsLibrary::BoringSsl,
+            _ => return None,
+        })
     }
 }
 
@@ -135,10 +167,7 @@ pub fn decode_data(bytes: &[u8]) -> Result<DataRecord<'_>, DecodeError> {
                 direction::INGRESS => Direction::Ingress,
                 other => return Err(DecodeError::UnknownDirection(other)),
             };
-            let library = match h.library {
-                library::OPENSSL => TlsLibrary::OpenSsl,
-                other => return Err(DecodeError::UnknownLibrary(other)),
-            };
+            let library = TlsLibrary::from_id(h.library).ok_or(DecodeError::UnknownLibrary(h.library))?;
             Ok(DataRecord::Chunk(DataChunk {
                 id,
                 tid: h.tid,

@@ -11,7 +11,7 @@ use tokentap_common::{counter, names, ConnKey, ConnState};
 
 use super::{
     event::ConnId,
-    probes::{ProbeSpec, TRACEPOINTS, UPROBE_PROGRAMS},
+    probes::{ProbeSpec, TRACEPOINTS},
 };
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tokentap-ebpf"));
@@ -28,6 +28,8 @@ pub enum CaptureError {
     Tracepoint { category: &'static str, name: &'static str, source: aya::programs::ProgramError },
     #[error("eBPF map {0} is missing or of the wrong type")]
     Map(&'static str),
+    #[error("{path}: program {program} could not be attached: {source}")]
+    Attach { path: String, program: &'static str, source: aya::programs::ProgramError },
     #[error("{path}: required symbol {symbol} could not be probed: {source}")]
     RequiredProbe { path: String, symbol: &'static str, source: aya::programs::ProgramError },
 }
@@ -71,9 +73,12 @@ impl Capture {
             .map_max_entries(names::DATA_EVENTS, options.ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(CaptureError::Load)?;
-        for &name in UPROBE_PROGRAMS {
-            let program: &mut UProbe = program_mut(&mut ebpf, name)?;
-            program.load().map_err(|source| CaptureError::Program { name, source })?;
+        // Every uprobe program in the object is loaded up front (each stack's module adds its
+        // own); they are attached per library or executable as discovery finds them.
+        for (name, program) in ebpf.programs_mut() {
+            if let aya::programs::Program::UProbe(program) = program {
+                program.load().map_err(|source| CaptureError::Program { name: leak_name(name), source })?;
+            }
         }
         for &(category, name, program) in TRACEPOINTS {
             let tp: &mut TracePoint = program_mut(&mut ebpf, program)?;
@@ -117,6 +122,22 @@ impl Capture {
         Ok((attached, missing))
     }
 
+    /// Attaches one uprobe program at a symbol, a symbol plus offset, or a file offset of
+    /// `path` (Go return sites, signature matches), for every process that maps the file.
+    pub fn attach_at(
+        &mut self,
+        program: &'static str,
+        location: aya::programs::uprobe::UProbeAttachLocation<'_>,
+        path: &Path,
+    ) -> Result<(), CaptureError> {
+        let prog: &mut UProbe = program_mut(&mut self.ebpf, program)?;
+        prog.attach(location, path, UProbeScope::AllProcesses).map(|_| ()).map_err(|source| CaptureError::Attach {
+            path: path.display().to_string(),
+            program,
+            source,
+        })
+    }
+
     pub fn set_verdict(&mut self, id: ConnId, verdict: u32) {
         let key = ConnKey { tgid: id.tgid, _pad: 0, conn: id.conn };
         // A full map only costs efficiency: the connection keeps being shipped and dropped.
@@ -137,6 +158,11 @@ impl Capture {
             calls_skipped: sum(counter::CALLS_SKIPPED),
         }
     }
+}
+
+/// Program names come from the object, which lives as long as the agent; errors want `'static`.
+fn leak_name(name: &str) -> &'static str {
+    Box::leak(name.to_string().into_boxed_str())
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, CaptureError>

@@ -28,15 +28,6 @@ pub const OPENSSL: &[ProbeSpec] = &[
     probe("SSL_free", names::PROG_SSL_CLOSE, false),
 ];
 
-/// Every uprobe program the table uses, loaded once at start.
-pub const UPROBE_PROGRAMS: &[&str] = &[
-    names::PROG_SSL_WRITE_ENTER,
-    names::PROG_SSL_READ_ENTER,
-    names::PROG_SSL_RET,
-    names::PROG_SSL_RET_EX,
-    names::PROG_SSL_CLOSE,
-];
-
 /// `(category, name, program)` of every tracepoint.
 pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sched", "sched_process_exec", names::PROG_EXEC),

@@ -1,5 +1,7 @@
-//! Finding every OpenSSL on the host, once per file: at start (standard directories and every
-//! running process, containers included), and later as processes start and open libraries.
+//! Finding every TLS stack on the host, once per file: shared libraries (at start in the
+//! standard directories and every running process, containers included, later as processes
+//! open them) and executables with a TLS stack of their own (at start and at each exec).
+pub mod exe;
 pub mod procmaps;
 
 use std::{
@@ -44,6 +46,10 @@ pub struct Discovery {
     attached_inodes: HashSet<(u64, u64)>,
     pub attached: Vec<AttachedLibrary>,
     pub failures: usize,
+    /// (device, inode) of every executable already inspected.
+    executables_seen: HashSet<(u64, u64)>,
+    /// Executables with probes, and which stack.
+    pub attached_executables: Vec<(PathBuf, exe::ExeProbes)>,
     rescans: HashMap<u32, Vec<Instant>>,
 }
 
@@ -60,6 +66,8 @@ impl Discovery {
             attached_inodes: HashSet::new(),
             attached: Vec::new(),
             failures: 0,
+            executables_seen: HashSet::new(),
+            attached_executables: Vec::new(),
             rescans: HashMap::new(),
         }
     }
@@ -99,6 +107,7 @@ impl Discovery {
     }
 
     pub fn scan_process(&mut self, capture: &mut Capture, pid: u32) {
+        self.consider_executable(capture, pid);
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
         for path in procmaps::libssl_paths(&maps) {
             self.consider(capture, &procmaps::host_path(pid, &path));
@@ -120,6 +129,41 @@ impl Discovery {
     /// A process opened a `libssl.so*` file: probe it now, before the library's first call.
     pub fn on_lib_open(&mut self, capture: &mut Capture, pid: u32, path: &str) {
         self.consider(capture, &procmaps::host_path(pid, Path::new(path)));
+    }
+
+    /// Inspects the program process `pid` runs, once per executable file.
+    pub fn consider_executable(&mut self, capture: &mut Capture, pid: u32) {
+        let path = PathBuf::from(format!("/proc/{pid}/exe"));
+        let Ok(meta) = std::fs::metadata(&path) else { return };
+        if !meta.is_file() || !self.executables_seen.insert((meta.dev(), meta.ino())) {
+            return;
+        }
+        // The probes outlive the process: attach through a stable name of the same file when
+        // one is visible from here, else through the process's own link.
+        let target = std::fs::read_link(&path)
+            .ok()
+            .map(|p| procmaps::host_path(pid, &p))
+            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino()))
+            .unwrap_or(path);
+        let executable = match exe::Executable::open(&target) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(exe = %target.display(), error = %e, "cannot read executable");
+                return;
+            }
+        };
+        for result in exe::attach_all(capture, &executable) {
+            match result {
+                Ok(found) => {
+                    tracing::info!(exe = %target.display(), library = found.library.as_str(), probes = found.probes, missing_optional = ?found.missing_optional, "attached probes to executable");
+                    self.attached_executables.push((target.clone(), found));
+                }
+                Err(e) => {
+                    self.failures += 1;
+                    tracing::warn!(exe = %target.display(), error = %e, "not probing this executable");
+                }
+            }
+        }
     }
 
     pub fn on_exec(&mut self, pid: u32, now: Instant) {

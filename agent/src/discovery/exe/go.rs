@@ -1,0 +1,7 @@
+//! TODO(issue 7): go probes on executables.
+use super::{ExeProbes, Executable};
+use crate::capture::{Capture, CaptureError};
+
+pub fn attach(_capture: &mut Capture, _exe: &Executable) -> Result<Option<ExeProbes>, CaptureError> {
+    Ok(None)
+}

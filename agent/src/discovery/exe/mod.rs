@@ -1,0 +1,62 @@
+//! Executables that carry their own TLS stack: OpenSSL/BoringSSL linked in statically, Go's
+//! `crypto/tls`, rustls. Each executable file is inspected once (per device and inode), for
+//! every running process at start and for each new program at exec; each stack's module gets
+//! the parsed image and attaches what it recognises.
+pub mod boringssl;
+pub mod go;
+pub mod rustls;
+pub mod static_openssl;
+
+use std::path::{Path, PathBuf};
+
+use object::{Object, ObjectSymbol};
+
+use crate::capture::{Capture, CaptureError, TlsLibrary};
+
+/// An executable file mapped into memory and parsed as ELF.
+pub struct Executable {
+    /// How the agent reaches the file (`/proc/PID/exe` or a host path).
+    pub path: PathBuf,
+    map: memmap2::Mmap,
+}
+
+impl Executable {
+    pub fn open(path: &Path) -> std::io::Result<Executable> {
+        let file = std::fs::File::open(path)?;
+        // SAFETY: read-only private mapping; a file rewritten underneath only yields wrong
+        // bytes to a parser that validates everything it reads, never undefined behaviour in
+        // safe code that indexes checked slices.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        Ok(Executable { path: path.to_path_buf(), map })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// The ELF image, or `None` for anything else (scripts, other formats).
+    pub fn elf(&self) -> Option<object::File<'_>> {
+        let file = object::File::parse(self.bytes()).ok()?;
+        matches!(file.format(), object::BinaryFormat::Elf).then_some(file)
+    }
+
+    /// True if `.dynsym` or `.symtab` defines `name`.
+    pub fn defines(&self, name: &str) -> bool {
+        let Some(elf) = self.elf() else { return false };
+        elf.dynamic_symbols().chain(elf.symbols()).any(|s| s.is_definition() && s.name() == Ok(name))
+    }
+}
+
+/// What one stack's module attached to an executable.
+#[derive(Debug, Clone)]
+pub struct ExeProbes {
+    pub library: TlsLibrary,
+    pub probes: usize,
+    pub missing_optional: Vec<&'static str>,
+}
+
+/// Runs every stack's module over one executable; returns what attached.
+pub fn attach_all(capture: &mut Capture, exe: &Executable) -> Vec<Result<ExeProbes, CaptureError>> {
+    let attempts = [static_openssl::attach, go::attach, rustls::attach, boringssl::attach];
+    attempts.iter().filter_map(|attach| attach(capture, exe).transpose()).collect()
+}
