@@ -95,7 +95,10 @@ pub mod counter {
     pub const PROC_LOST: u32 = 2;
     /// A call skipped because its connection's verdict said so (non-AI traffic).
     pub const CALLS_SKIPPED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// `CALLS_LOST + library id`: library calls of that stack whose bytes (some or all) could
+    /// not be shipped, so a user sees completeness per stack.
+    pub const CALLS_LOST: u32 = 4;
+    pub const COUNT: u32 = CALLS_LOST + 8;
 }
 
 /// Verdicts user space writes into `CONN_STATE`.

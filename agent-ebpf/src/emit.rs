@@ -49,7 +49,7 @@ pub fn emit_call(args: &CallArgs, call_len: u64) {
         flags: if truncated { flags::TRUNCATED } else { 0 },
         library: args.library,
     };
-    let mut state = ChunkLoop { buf: args.buf, ship };
+    let mut state = ChunkLoop { buf: args.buf, ship, library: args.library as u64 };
     // bpf_loop verifies the callback once; an open-coded loop of MAX_CHUNKS_PER_CALL
     // iterations exceeds the verifier's instruction budget.
     // SAFETY: the callback only touches `state` through the pointer it is given.
@@ -67,6 +67,16 @@ pub fn emit_call(args: &CallArgs, call_len: u64) {
 struct ChunkLoop {
     buf: u64,
     ship: u64,
+    library: u64,
+}
+
+/// Counts a call whose bytes could not all be shipped, overall and for its stack.
+#[inline(always)]
+fn lost(library: u64) {
+    bump(counter::DATA_LOST);
+    if library < 8 {
+        bump(counter::CALLS_LOST + library as u32);
+    }
 }
 
 /// One iteration of the chunk loop: returns 1 to stop.
@@ -95,7 +105,7 @@ extern "C" fn emit_chunk(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: reading user memory through the helper; failure is handled.
     let rc = unsafe { bpf_probe_read_user(event.data.as_mut_ptr() as *mut _, len as u32, src) };
     if rc != 0 {
-        bump(counter::DATA_LOST);
+        lost(state.library);
         return 1;
     }
     event.header.offset = offset as u32;
@@ -104,7 +114,9 @@ extern "C" fn emit_chunk(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `size` is at most the size of `DataEvent`, which `event` points into.
     let record = unsafe { core::slice::from_raw_parts(event as *const _ as *const u8, size as usize) };
     if DATA_EVENTS.output::<[u8]>(record, 0).is_err() {
-        bump(counter::DATA_LOST);
+        // The rest of the call cannot be parsed without this chunk: stop, count one loss.
+        lost(state.library);
+        return 1;
     }
     0
 }

@@ -17,6 +17,7 @@ use crate::{
     attribution::MappingError,
     capture::{self, Capture, CaptureError, DataRecord, LoadOptions, ProcRecord},
     clock::Clock,
+    completeness::CallOutcome,
     config::Config,
     discovery::Discovery,
     export::{health::HealthSnapshot, ExportError, Exporter, ResourceInfo},
@@ -244,8 +245,9 @@ impl Agent {
             self.capture.forget(id);
         }
         self.stats.cut_responses += std::mem::take(&mut out.cut_responses);
-        for reason in out.failures.drain(..) {
+        for (reason, library) in out.failures.drain(..) {
             self.stats.failure(reason);
+            self.stats.completeness.add(library, CallOutcome::Unparseable);
         }
         for tracked in out.exchanges.drain(..) {
             let workload = self.identity.workload(tracked.origin.id.tgid, self.clock.monotonic_now_ns());
@@ -271,6 +273,9 @@ impl Agent {
                         exporter.record(&record);
                     }
                     self.stats.records += 1;
+                    self.stats
+                        .completeness
+                        .add(tracked.origin.library, CallOutcome::of_record(record.truncated, record.usage_source));
                     self.stats.estimated_records += u64::from(record.usage_source == "estimated");
                     self.stats.truncated_records += u64::from(record.truncated);
                     match &mut self.sink {
@@ -285,6 +290,7 @@ impl Agent {
                 }
                 Err(e) => {
                     self.stats.failure(e.reason());
+                    self.stats.completeness.add(tracked.origin.library, CallOutcome::Unparseable);
                     if let Some(exporter) = &mut self.exporter {
                         exporter.record_unparsed(&usage::base_record(&tracked, &who, &self.clock));
                     }
@@ -304,6 +310,7 @@ impl Agent {
             libraries_attached: self.stats.libraries_attached as u64,
             folded: Default::default(),
             unattributed: self.stats.unattributed,
+            completeness: self.stats.completeness.clone(),
         });
     }
 
@@ -336,6 +343,9 @@ impl Agent {
             tracing::warn!(lost, "capture events lost (ring buffer full, or user memory unreadable); consider raising capture.ring_buffer_bytes");
         }
         self.stats.kernel = kernel;
+        for (library, lost) in kernel.calls_lost {
+            self.stats.completeness.set_lost(library, lost);
+        }
         self.push_health();
         self.warn_on_export_failures();
     }

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod completeness;
 pub mod config;
 pub mod discovery;
 pub mod explain;

@@ -1,7 +1,7 @@
 //! The agent's own health: losses, failures, attachments. Counted, reported, never payload.
 use std::collections::BTreeMap;
 
-use crate::capture::KernelCounters;
+use crate::{capture::KernelCounters, completeness::Completeness};
 
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
@@ -23,6 +23,8 @@ pub struct Stats {
     pub export_failures: u64,
     /// Mapping file edits rejected as invalid.
     pub mapping_rejections: u64,
+    /// AI calls by outcome per TLS stack.
+    pub completeness: Completeness,
 }
 
 impl Stats {
@@ -48,6 +50,10 @@ impl Stats {
         if failures > 0 {
             let by: Vec<String> = self.parse_failures.iter().map(|(r, n)| format!("{r}:{n}")).collect();
             s.push_str(&format!(" ({})", by.join(",")));
+        }
+        let seen = self.completeness.line();
+        if !seen.is_empty() {
+            s.push_str(&format!(" capture[{seen}]"));
         }
         s
     }

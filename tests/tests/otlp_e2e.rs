@@ -146,6 +146,17 @@ fn grpc_export_matches_the_server_usage_exactly() {
     assert_eq!(hist.iter().filter_map(|p| p["sum"].as_f64()).sum::<f64>(), sum(|c| c.input));
     let libs = snap.latest("tokentap.agent.libraries.attached", &[]);
     assert!(libs.iter().any(|p| p["value"].as_f64().unwrap_or(0.0) >= 1.0), "libraries.attached gauge >= 1");
+    // Completeness: every call above was metered from provider-reported usage through OpenSSL
+    // (the agent is shared by this binary's tests, so its total is at least these six).
+    w.collector.wait_exact("capture.calls metered via openssl >= 6", &case.secrets(), |s| {
+        let metered = [("tokentap.tls.library", json!("openssl")), ("tokentap.outcome", json!("metered"))];
+        let total = s.counter_total("tokentap.capture.calls", &metered);
+        if total >= 6.0 {
+            vec![]
+        } else {
+            vec![format!("tokentap.capture.calls{{openssl,metered}} = {total}")]
+        }
+    });
     finish(w, &case, &server);
 }
 

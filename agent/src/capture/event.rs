@@ -51,6 +51,17 @@ impl TlsLibrary {
         }
     }
 
+    pub fn id(self) -> u32 {
+        match self {
+            TlsLibrary::OpenSsl => library::OPENSSL,
+            TlsLibrary::Go => library::GO,
+            TlsLibrary::GnuTls => library::GNUTLS,
+            TlsLibrary::Rustls => library::RUSTLS,
+            TlsLibrary::Plain => library::PLAIN,
+            TlsLibrary::BoringSsl => library::BORINGSSL,
+        }
+    }
+
     pub fn from_id(id: u32) -> Option<TlsLibrary> {
         Some(match id {
             library::OPENSSL => TlsLibrary::OpenSsl,

@@ -10,7 +10,7 @@ use thiserror::Error;
 use tokentap_common::{counter, names, ConnKey, ConnState};
 
 use super::{
-    event::ConnId,
+    event::{ConnId, TlsLibrary},
     probes::{ProbeSpec, TRACEPOINTS},
 };
 
@@ -47,12 +47,26 @@ pub struct Capture {
 }
 
 /// Kernel-side counters, summed over CPUs.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelCounters {
     pub data_lost: u64,
     pub calls_truncated: u64,
     pub proc_lost: u64,
     pub calls_skipped: u64,
+    /// Library calls with bytes lost, by stack.
+    pub calls_lost: [(TlsLibrary, u64); TlsLibrary::ALL.len()],
+}
+
+impl Default for KernelCounters {
+    fn default() -> Self {
+        KernelCounters {
+            data_lost: 0,
+            calls_truncated: 0,
+            proc_lost: 0,
+            calls_skipped: 0,
+            calls_lost: TlsLibrary::ALL.map(|l| (l, 0)),
+        }
+    }
 }
 
 /// The two ring buffers, read by the agent's event loop.
@@ -156,6 +170,7 @@ impl Capture {
             calls_truncated: sum(counter::CALLS_TRUNCATED),
             proc_lost: sum(counter::PROC_LOST),
             calls_skipped: sum(counter::CALLS_SKIPPED),
+            calls_lost: TlsLibrary::ALL.map(|l| (l, sum(counter::CALLS_LOST + l.id()))),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::{
 use opentelemetry::{metrics::Meter, KeyValue};
 
 use super::otlp::ExportCounts;
+use crate::completeness::Completeness;
 
 #[derive(Debug, Default, Clone)]
 pub struct HealthSnapshot {
@@ -18,6 +19,7 @@ pub struct HealthSnapshot {
     pub libraries_attached: u64,
     pub folded: BTreeMap<&'static str, u64>,
     pub unattributed: u64,
+    pub completeness: Completeness,
 }
 
 pub type SharedHealth = Arc<Mutex<HealthSnapshot>>;
@@ -79,6 +81,25 @@ pub fn register(meter: &Meter, health: &SharedHealth, exports: &Arc<ExportCounts
         .with_callback(move |o| {
             for (key, n) in read(&h).folded {
                 o.observe(n, &[KeyValue::new("tokentap.attribute", key)]);
+            }
+        })
+        .build();
+    let h = health.clone();
+    meter
+        .u64_observable_counter("tokentap.capture.calls")
+        .with_unit("{call}")
+        .with_description(
+            "AI calls by capture outcome (metered, estimated, unparseable, truncated, lost) per TLS stack",
+        )
+        .with_callback(move |o| {
+            for (library, outcome, n) in read(&h).completeness.iter() {
+                o.observe(
+                    n,
+                    &[
+                        KeyValue::new("tokentap.tls.library", library),
+                        KeyValue::new("tokentap.outcome", outcome.as_str()),
+                    ],
+                );
             }
         })
         .build();

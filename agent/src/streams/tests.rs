@@ -119,7 +119,7 @@ fn close_completes_read_until_close_and_exit_forgets() {
     t.on_chunk(&chunk(9, Direction::Egress, 4, &chat_request(REQ)), &mut out);
     t.on_exit(100, 5, &mut out);
     assert_eq!(out.forget, vec![ConnId { tgid: 100, conn: 9 }]);
-    assert_eq!(out.failures, vec!["no_response"]);
+    assert_eq!(out.failures, vec![("no_response", TlsLibrary::OpenSsl)]);
 }
 
 #[test]

@@ -38,8 +38,8 @@ pub struct Output {
     pub verdicts: Vec<(ConnId, Verdict)>,
     /// Kernel connection-map entries to delete (their process is gone).
     pub forget: Vec<ConnId>,
-    /// Parse failures by reason (a metric label).
-    pub failures: Vec<&'static str>,
+    /// Parse failures by reason (a metric label) and the stack whose bytes failed.
+    pub failures: Vec<(&'static str, TlsLibrary)>,
     /// Responses whose body was completed by the connection's close (see `HttpConnection::finish`).
     pub cut_responses: u64,
 }
@@ -120,7 +120,7 @@ impl Tracker {
         let origin = tracked.origin;
         self.absorb(origin, chunk.ts_ns, outcome, out);
         if let Err(e) = result {
-            self.fail(chunk.id, chunk.ts_ns, &e, out);
+            self.fail(chunk.id, chunk.library, chunk.ts_ns, &e, out);
         }
     }
 
@@ -141,11 +141,11 @@ impl Tracker {
         out.verdicts.push((id, Verdict::Ignore));
     }
 
-    fn fail(&mut self, id: ConnId, ts_ns: u64, error: &HttpError, out: &mut Output) {
+    fn fail(&mut self, id: ConnId, library: TlsLibrary, ts_ns: u64, error: &HttpError, out: &mut Output) {
         // Bytes that are not HTTP/1.x of the expected role are a verdict, not a failure: the
         // server side of a connection, HTTP/2, or another protocol over TLS.
         if *error != HttpError::NotHttp {
-            out.failures.push(error.reason());
+            out.failures.push((error.reason(), library));
         }
         self.ignore(id, ts_ns, out);
     }
@@ -172,10 +172,10 @@ impl Tracker {
         }
         if let Err(e) = result {
             if e != HttpError::NotHttp {
-                out.failures.push(e.reason());
+                out.failures.push((e.reason(), tracked.origin.library));
             }
         } else if tracked.http.unanswered() > 0 {
-            out.failures.push("no_response");
+            out.failures.push(("no_response", tracked.origin.library));
         }
     }
 
