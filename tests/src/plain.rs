@@ -132,3 +132,21 @@ pub fn run_negative(case: &Case, server: &LlmServer) -> (ClientRun, Value) {
     let report = run.stdout.lines().nth(1).and_then(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
     (run, report)
 }
+
+/// Runs `fixtures/plain_raw_client.py --mode MODE` (vectored syscalls) against `server`.
+pub fn run_raw(case: &Case, server: &LlmServer, mode: &str) -> ClientRun {
+    let prompt = case.prompt_file(server);
+    let args: Vec<OsString> = vec![
+        "--port".into(),
+        server.port.to_string().into(),
+        "--api-key".into(),
+        case.api_key.clone().into(),
+        "--prompt-file".into(),
+        prompt.into(),
+        "--mode".into(),
+        mode.into(),
+    ];
+    let run = clients::run_python("plain_raw_client.py", &args, &server.dir);
+    case.expect_ok(&run);
+    run
+}

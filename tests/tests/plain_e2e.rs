@@ -36,6 +36,32 @@ fn plain_http_chat_streaming() {
     plain_openai("chat_stream_usage", true);
 }
 
+/// Vectored syscalls: the request in two iovecs, the response read into three buffers.
+fn plain_raw(mode: &str) {
+    let case = Case::new();
+    let server = plain::server(&case);
+    let run = plain::run_raw(&case, &server, mode);
+    let recs = case.wait_records(&server, 1);
+    plain::check_all(&case, &server, &recs, &run);
+    case.finish(&server);
+}
+
+#[test]
+fn plain_http_sendmsg_recvmsg() {
+    if !require_bpf() {
+        return;
+    }
+    plain_raw("sendmsg");
+}
+
+#[test]
+fn plain_http_writev_readv() {
+    if !require_bpf() {
+        return;
+    }
+    plain_raw("writev");
+}
+
 #[test]
 fn plain_http_non_ai_files_pipes_are_not_metered() {
     if !require_bpf() {
