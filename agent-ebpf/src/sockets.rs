@@ -324,11 +324,12 @@ pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
     call_exit(&ctx)
 }
 
-#[tracepoint]
-pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+/// The fd stops naming the captured socket: the connection is over for us.
+#[inline(always)]
+fn fd_gone(fd: u64) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let key = socket_key(tgid, arg(&ctx, ARG0));
+    let key = socket_key(tgid, fd);
     // SAFETY: the value is only tested for presence.
     if unsafe { PLAIN_SOCKETS.get(&key) }.is_none() {
         return 0;
@@ -337,4 +338,21 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let _ = CONN_STATE.remove(&key);
     emit_close(tgid, pid_tgid as u32, key.conn, library::PLAIN);
     0
+}
+
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    fd_gone(arg(&ctx, ARG0))
+}
+
+/// `dup2(old, new)` and `dup3(old, new, flags)` silently close `new` first: whatever it names
+/// next (a file, a pipe) must not inherit the socket's capture.
+#[tracepoint]
+pub fn sys_enter_dup2(ctx: TracePointContext) -> u32 {
+    fd_gone(arg(&ctx, ARG1))
+}
+
+#[tracepoint]
+pub fn sys_enter_dup3(ctx: TracePointContext) -> u32 {
+    fd_gone(arg(&ctx, ARG1))
 }

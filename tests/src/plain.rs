@@ -16,7 +16,7 @@ use crate::server::{LlmServer, ServerOpts};
 use crate::{agent, env};
 
 /// Ports handed out to tests of one binary (one server each).
-const POOL: usize = 8;
+const POOL: usize = 10;
 
 static PORTS: OnceLock<Vec<u16>> = OnceLock::new();
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -41,11 +41,16 @@ pub fn configure_agent() {
     agent::configure(&format!("[capture.plain_http]\nports = {:?}\n", ports()));
 }
 
-/// A plain-HTTP fake LLM server on a watched port.
-pub fn server(case: &Case) -> LlmServer {
+/// A watched port of its own for one server (configures the agent first).
+pub fn take_port() -> u16 {
     configure_agent();
     let i = NEXT.fetch_add(1, Ordering::SeqCst);
-    let port = *ports().get(i).unwrap_or_else(|| panic!("plain port pool of {POOL} exhausted"));
+    *ports().get(i).unwrap_or_else(|| panic!("plain port pool of {POOL} exhausted"))
+}
+
+/// A plain-HTTP fake LLM server on a watched port.
+pub fn server(case: &Case) -> LlmServer {
+    let port = take_port();
     case.server(ServerOpts { plain: true, port: Some(port), ..ServerOpts::default() })
 }
 

@@ -60,4 +60,6 @@ pub const SOCKET_TRACEPOINTS: &[&str] = &[
     "sys_enter_recvmsg",
     "sys_exit_recvmsg",
     "sys_enter_close",
+    "sys_enter_dup2",
+    "sys_enter_dup3",
 ];
