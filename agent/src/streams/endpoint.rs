@@ -74,6 +74,56 @@ impl Endpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        capture::event::{DataChunk, Direction, TlsLibrary},
+        streams::{Output, Tracker, TrackerConfig},
+    };
+
+    fn chunk(conn: u64, direction: Direction, ts_ns: u64, data: &[u8]) -> DataChunk<'_> {
+        DataChunk {
+            id: ConnId { tgid: 100, conn },
+            tid: 101,
+            cgroup_id: 5,
+            ts_ns,
+            direction,
+            library: TlsLibrary::Plain,
+            call_len: data.len() as u64,
+            offset: 0,
+            truncated: false,
+            data,
+        }
+    }
+
+    /// The tracker hands each exchange its connection's endpoint, and forgets it at close and
+    /// exit (a socket that never carried data included: its kernel entry must go too).
+    #[test]
+    fn tracker_attaches_and_forgets_endpoints() {
+        const BODY: &str = r#"{"model":"m","messages":[]}"#;
+        const RESP: &str =
+            r#"{"object":"chat.completion","model":"m","usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: 10.0.0.5:11434\r\nContent-Length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{RESP}", RESP.len());
+        let mut t = Tracker::new(TrackerConfig { call_cap: 1 << 20, body_cap: 1 << 20, extra_ai_hosts: vec![] });
+        let mut out = Output::default();
+        let (id, idle) = (ConnId { tgid: 100, conn: 1 }, ConnId { tgid: 100, conn: 2 });
+        let peer: SocketAddr = "10.0.0.5:11434".parse().unwrap();
+        t.on_peer(id, 1, peer);
+        t.on_peer(idle, 1, peer);
+        t.on_server_name(ConnId { tgid: 7, conn: 1 }, 1, "other.example".into());
+        t.on_chunk(&chunk(1, Direction::Egress, 10, req.as_bytes()), &mut out);
+        t.on_chunk(&chunk(1, Direction::Ingress, 20, resp.as_bytes()), &mut out);
+        assert_eq!(out.exchanges.len(), 1);
+        assert_eq!(out.exchanges[0].endpoint, Endpoint { server_name: None, peer: Some(peer) });
+        t.on_close(id, 30, &mut out);
+        t.on_chunk(&chunk(1, Direction::Egress, 40, req.as_bytes()), &mut out);
+        t.on_chunk(&chunk(1, Direction::Ingress, 50, resp.as_bytes()), &mut out);
+        assert_eq!(out.exchanges[1].endpoint, Endpoint::default(), "a reused id must not inherit the peer");
+        t.on_exit(100, 60, &mut out);
+        assert!(out.forget.contains(&idle), "a data-less socket's kernel entry is forgotten at exit");
+    }
 
     #[test]
     fn lifecycle() {
