@@ -36,6 +36,21 @@ fn plain_http_chat_streaming() {
     plain_openai("chat_stream_usage", true);
 }
 
+#[test]
+fn plain_http_without_host_names_the_socket_peer() {
+    if !require_bpf() {
+        return;
+    }
+    // curl drops the Host header when given an empty one: server_address and server_port can
+    // then only come from the socket peer the `connect` tracepoint saw.
+    let case = Case::new();
+    let server = plain::server(&case);
+    let run = case.curl_chat(&server, &["-H", "Host:"]);
+    let recs = case.wait_records(&server, 1);
+    plain::check_all(&case, &server, &recs, &run);
+    case.finish(&server);
+}
+
 /// Vectored syscalls: the request in two iovecs, the response read into three buffers.
 fn plain_raw(mode: &str) {
     let case = Case::new();
