@@ -35,6 +35,11 @@ pub mod names {
     pub const PROG_EXEC: &str = "sched_process_exec";
     pub const PROG_EXIT: &str = "sched_process_exit";
     pub const PROG_OPENAT: &str = "sys_enter_openat";
+    pub const PROG_SSL_CTRL: &str = "ssl_ctrl";
+    /// Ports whose TCP connections are captured as plain HTTP (key: port in host order).
+    pub const PLAIN_PORTS: &str = "PLAIN_PORTS";
+    /// Plain sockets being captured, keyed like `CONN_STATE` (`SOCKET_CONN_TAG | fd`).
+    pub const PLAIN_SOCKETS: &str = "PLAIN_SOCKETS";
 }
 
 /// Direction of a data chunk, from the point of view of the process that owns the TLS session.
@@ -170,6 +175,28 @@ pub struct ProcEvent {
     pub path: [u8; PATH_LEN],
 }
 
+/// Longest TLS server name carried by a `SERVER_NAME` record (RFC 6066 allows 255 bytes).
+pub const SERVER_NAME_LEN: usize = 256;
+/// Bytes after the header of a `PEER` record: room for a `sockaddr_in6`.
+pub const PEER_ADDR_LEN: usize = 28;
+
+/// A `SERVER_NAME` record: the header's `len` bytes of `name` are the name (no NUL).
+#[repr(C)]
+pub struct NameEvent {
+    pub header: DataHeader,
+    pub name: [u8; SERVER_NAME_LEN],
+}
+
+/// A `PEER` record: the peer `sockaddr_in` or `sockaddr_in6` as the process passed it to
+/// `connect`, `len` bytes of `addr` valid.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PeerEvent {
+    pub header: DataHeader,
+    pub addr: [u8; PEER_ADDR_LEN],
+    pub _pad: [u8; 4],
+}
+
 /// Marks `ConnKey::conn` values that are file descriptors of plain sockets.
 pub const SOCKET_CONN_TAG: u64 = 1 << 63;
 
@@ -181,6 +208,8 @@ const _: () = assert!(core::mem::size_of::<ConnState>() == 8);
 const _: () = assert!(core::mem::size_of::<ProcEvent>() == 24 + PATH_LEN);
 const _: () = assert!(core::mem::size_of::<DataEvent>() == 64 + CHUNK_LEN);
 const _: () = assert!(CHUNK_LEN.is_power_of_two());
+const _: () = assert!(core::mem::size_of::<PeerEvent>() == 64 + 32);
+const _: () = assert!(core::mem::size_of::<NameEvent>() == 64 + SERVER_NAME_LEN);
 const _: () = assert!(DEFAULT_CALL_CAP <= MAX_CALL_CAP);
 
 #[cfg(feature = "user")]

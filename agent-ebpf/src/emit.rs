@@ -23,8 +23,17 @@ pub fn ignored(tgid: u32, conn: u64) -> bool {
 /// Emits `call_len` bytes from the user buffer `args.buf`, capped by `CALL_CAP`.
 #[inline(always)]
 pub fn emit_call(args: &CallArgs, call_len: u64) {
+    emit_call_avail(args, call_len, call_len);
+}
+
+/// Like `emit_call`, but only the first `avail` bytes are at `args.buf` (one segment of a
+/// vectored call whose later segments are not read): the rest is declared, not shipped, and
+/// user space accounts for it as a gap.
+#[inline(always)]
+pub fn emit_call_avail(args: &CallArgs, call_len: u64, avail: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let cap = CALL_CAP.load();
+    let cap = if avail < cap { avail } else { cap };
     let ship = if call_len > cap { cap } else { call_len };
     let truncated = call_len > ship;
     if truncated {
@@ -119,6 +128,26 @@ extern "C" fn emit_chunk(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         return 1;
     }
     0
+}
+
+/// Header of a record that is about a connection rather than its bytes (`SERVER_NAME`, `PEER`).
+#[inline(always)]
+pub fn meta_header(kind: u32, conn: u64, library: u32, len: u32) -> DataHeader {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    DataHeader {
+        kind,
+        direction: 0,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        conn,
+        call_len: 0,
+        offset: 0,
+        len,
+        flags: 0,
+        library,
+    }
 }
 
 /// Tells user space a session is over.

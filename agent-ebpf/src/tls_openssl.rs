@@ -5,15 +5,15 @@
 //! and store the count. The entry probe remembers the arguments per thread; the return probe
 //! knows how many bytes really moved (for reads, only then are they in the buffer).
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use tokentap_common::{counter, direction, library};
+use tokentap_common::{counter, data_kind, direction, library, NameEvent};
 
 use crate::{
-    emit::{emit_call, emit_close, ignored},
-    maps::{bump, CallArgs, ACTIVE_CALLS, AGENT_TGID, CONN_STATE},
+    emit::{emit_call, emit_close, ignored, meta_header},
+    maps::{bump, CallArgs, ACTIVE_CALLS, AGENT_TGID, CONN_STATE, DATA_EVENTS},
 };
 
 #[inline(always)]
@@ -102,5 +102,47 @@ pub fn ssl_close(ctx: ProbeContext) -> u32 {
     let key = tokentap_common::ConnKey { tgid, _pad: 0, conn };
     let _ = CONN_STATE.remove(&key);
     emit_close(tgid, pid_tgid as u32, conn, library::OPENSSL);
+    0
+}
+
+/// `SSL_ctrl` command behind the `SSL_set_tlsext_host_name` macro.
+const SSL_CTRL_SET_TLSEXT_HOSTNAME: i32 = 55;
+
+/// `SSL_ctrl(ssl, cmd, larg, parg)`: with `SSL_CTRL_SET_TLSEXT_HOSTNAME` the client names the
+/// server it means (SNI), before the handshake. That name is the endpoint's identity even when
+/// the HTTP `Host` header says something else (a gateway, an IP-addressed upstream).
+#[uprobe]
+pub fn ssl_ctrl(ctx: ProbeContext) -> u32 {
+    let cmd: i32 = ctx.arg(1).unwrap_or(0);
+    if cmd != SSL_CTRL_SET_TLSEXT_HOSTNAME {
+        return 0;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == AGENT_TGID.load() {
+        return 0;
+    }
+    let conn: u64 = ctx.arg(0).unwrap_or(0);
+    let name: u64 = ctx.arg(3).unwrap_or(0);
+    if conn == 0 || name == 0 {
+        return 0;
+    }
+    let Some(mut entry) = DATA_EVENTS.reserve::<NameEvent>(0) else {
+        bump(counter::DATA_LOST);
+        return 0;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: the reservation is sized for a NameEvent and exclusively ours until submit.
+    let buf = unsafe { &mut (*event).name };
+    // SAFETY: reading a user string through the helper; failure is handled.
+    let len = match unsafe { bpf_probe_read_user_str_bytes(name as *const u8, buf) } {
+        Ok(s) if !s.is_empty() => s.len(),
+        _ => {
+            entry.discard(0);
+            return 0;
+        }
+    };
+    // SAFETY: as above.
+    unsafe { (*event).header = meta_header(data_kind::SERVER_NAME, conn, library::OPENSSL, len as u32) };
+    entry.submit(0);
     0
 }

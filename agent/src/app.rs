@@ -92,6 +92,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let (mut capture, rings) = Capture::load(&LoadOptions {
         call_cap: config.capture.call_cap_bytes,
         ring_bytes: config.capture.ring_buffer_bytes,
+        plain_ports: config.capture.plain_http.kernel_ports(),
     })?;
     let mut discovery = Discovery::new();
     discovery.scan_standard_dirs(&mut capture);
@@ -107,7 +108,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         tracker: Tracker::new(TrackerConfig {
             call_cap: config.capture.call_cap_bytes,
             body_cap: config.capture.max_body_bytes,
-            extra_ai_hosts: config.endpoints.extra_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            extra_ai_hosts: (config.endpoints.extra_hosts.iter())
+                .chain(&config.capture.plain_http.hosts)
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
         }),
         discovery,
         identity: Resolver::new(pods),
@@ -196,6 +200,16 @@ impl Agent {
                     self.tracker.on_chunk(&chunk, &mut out);
                 }
                 Ok(DataRecord::Close { id, ts_ns }) => self.tracker.on_close(id, ts_ns, &mut out),
+                // Both come before the connection's first byte: resolving the process now
+                // gives short-lived clients the best chance to be named before they exit.
+                Ok(DataRecord::ServerName { id, ts_ns, name }) => {
+                    self.identity.observe(id.tgid, self.clock.monotonic_now_ns());
+                    self.tracker.on_server_name(id, ts_ns, name);
+                }
+                Ok(DataRecord::Peer { id, ts_ns, addr }) => {
+                    self.identity.observe(id.tgid, self.clock.monotonic_now_ns());
+                    self.tracker.on_peer(id, ts_ns, addr);
+                }
                 Err(e) => self.stats.failure(e.reason()),
             }
             drop(item);

@@ -47,6 +47,42 @@ pub struct CaptureConfig {
     pub max_body_bytes: usize,
     /// Seconds of silence after which a connection's state is dropped.
     pub idle_timeout_secs: u64,
+    pub plain_http: PlainHttpConfig,
+}
+
+/// Plain (unencrypted) HTTP to local model servers and in-cluster gateways, seen at the socket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlainHttpConfig {
+    /// Off: the socket tracepoints are not attached at all.
+    pub enabled: bool,
+    /// TCP ports whose client connections are inspected. Only these cost more than a map
+    /// lookup per read/write; each connection's first request then decides whether it is kept.
+    pub ports: Vec<u16>,
+    /// Host names (`Host` header) to treat as AI APIs on these connections, besides the
+    /// built-in provider hosts, AI paths and `endpoints.extra_hosts`.
+    pub hosts: Vec<String>,
+}
+
+/// Ollama 11434, vLLM 8000, LiteLLM proxy 4000, llama.cpp server and TGI (container) 8080,
+/// LM Studio 1234.
+pub const DEFAULT_PLAIN_PORTS: &[u16] = &[1234, 4000, 8000, 8080, 11434];
+
+impl Default for PlainHttpConfig {
+    fn default() -> Self {
+        PlainHttpConfig { enabled: true, ports: DEFAULT_PLAIN_PORTS.to_vec(), hosts: Vec::new() }
+    }
+}
+
+impl PlainHttpConfig {
+    /// The ports handed to the kernel: none when disabled.
+    pub fn kernel_ports(&self) -> Vec<u16> {
+        if self.enabled {
+            self.ports.clone()
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -72,6 +108,7 @@ impl Default for CaptureConfig {
             ring_buffer_bytes: 64 * 1024 * 1024,
             max_body_bytes: 16 * 1024 * 1024,
             idle_timeout_secs: 600,
+            plain_http: PlainHttpConfig::default(),
         }
     }
 }
@@ -81,6 +118,9 @@ impl Default for OutputConfig {
         OutputConfig { usage_log: None, summary_interval_secs: 5 }
     }
 }
+
+/// Size of the kernel's port set (`PLAIN_PORTS`).
+const MAX_PLAIN_PORTS: usize = 256;
 
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
@@ -129,6 +169,12 @@ impl Config {
                 "must hold at least two capped calls (2 × call_cap_bytes)".into(),
             ));
         }
+        if c.plain_http.ports.len() > MAX_PLAIN_PORTS {
+            return Err(invalid("capture.plain_http.ports", format!("at most {MAX_PLAIN_PORTS} ports")));
+        }
+        if c.plain_http.ports.contains(&0) {
+            return Err(invalid("capture.plain_http.ports", "port 0 is not a port".into()));
+        }
         if c.max_body_bytes < 1024 {
             return Err(invalid("capture.max_body_bytes", "must be at least 1024".into()));
         }
@@ -154,6 +200,20 @@ mod tests {
         let c = Config::parse("tokentap.toml", text).unwrap();
         assert_eq!(c.capture.call_cap_bytes, 4 * 1024 * 1024);
         assert_eq!(c.endpoints.extra_hosts, vec!["llm-gateway.internal".to_string()]);
+    }
+
+    #[test]
+    fn plain_http_section() {
+        let c = Config::parse("t.toml", "[capture.plain_http]\nports = [9000]\nhosts = [\"llm.lan\"]\n").unwrap();
+        assert_eq!(c.capture.plain_http.kernel_ports(), vec![9000]);
+        assert_eq!(c.capture.plain_http.hosts, vec!["llm.lan".to_string()]);
+        assert!(Config::default().capture.plain_http.kernel_ports().contains(&11434));
+        let c = Config::parse("t.toml", "[capture.plain_http]\nenabled = false\n").unwrap();
+        assert!(c.capture.plain_http.kernel_ports().is_empty());
+        let e = Config::parse("t.toml", "[capture.plain_http]\nports = [0]\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "capture.plain_http.ports"), "{e}");
+        let e = Config::parse("t.toml", "[capture.plain_http]\nports = [70000]\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { line: 2, .. }), "{e}");
     }
 
     #[test]

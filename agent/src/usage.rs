@@ -10,7 +10,7 @@ use crate::{
     attribution::Attribution,
     clock::Clock,
     identity::model::Workload,
-    streams::{conn::host_and_port, TrackedExchange},
+    streams::{conn::host_and_port, Endpoint, TrackedExchange},
 };
 
 /// One completed LLM call. Only counts, model names, attribution and timings: never payload.
@@ -148,6 +148,25 @@ pub fn build(
     Ok(record)
 }
 
+/// The server a call went to. Address: the TLS server name the client asked for (what it meant
+/// to reach, even through a gateway whose `Host` differs), else the `Host` header, else the
+/// socket peer. Port: from `Host`, else the socket peer, else 443 (TLS is all we see otherwise).
+fn server_endpoint(tracked: &TrackedExchange) -> (String, u16) {
+    let (host, port) = host_and_port(&tracked.exchange.request_head);
+    pick_endpoint(host, port, &tracked.endpoint)
+}
+
+fn pick_endpoint(host: String, port: Option<u16>, endpoint: &Endpoint) -> (String, u16) {
+    let peer = endpoint.peer;
+    let address = match (&endpoint.server_name, host.is_empty(), peer) {
+        (Some(name), _, _) => name.to_string(),
+        (None, false, _) => host,
+        (None, true, Some(peer)) => peer.ip().to_string(),
+        (None, true, None) => host,
+    };
+    (address, port.or(peer.map(|p| p.port())).unwrap_or(443))
+}
+
 /// Everything about a call but its usage: identity, attribution, endpoint, status, timing.
 /// On its own (`usage_source: "none"`, zero tokens) it stands for a call to an AI endpoint
 /// whose usage could not be read, which still counts as a request.
@@ -157,7 +176,7 @@ pub fn base_record(tracked: &TrackedExchange, who: &Attributed<'_>, clock: &Cloc
         Start::Response { status } => status,
         Start::Request { .. } => 0,
     };
-    let (host, port) = host_and_port(&ex.request_head);
+    let (server_address, server_port) = server_endpoint(tracked);
     let (w, a) = (who.workload, who.attribution);
     let pod = w.pod.as_ref();
     UsageRecord {
@@ -168,8 +187,8 @@ pub fn base_record(tracked: &TrackedExchange, who: &Attributed<'_>, clock: &Cloc
         cgroup_id: tracked.origin.cgroup_id,
         provider: ex.endpoint.provider.as_str(),
         operation: ex.endpoint.operation.as_str(),
-        server_address: host,
-        server_port: port.unwrap_or(443),
+        server_address,
+        server_port,
         request_model: None,
         response_model: None,
         input_tokens: 0,
@@ -201,5 +220,28 @@ pub fn base_record(tracked: &TrackedExchange, who: &Attributed<'_>, clock: &Cloc
         tenant: a.tenant.clone(),
         app: a.app.clone(),
         cost_usd: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_precedence() {
+        let sni = Endpoint { server_name: Some("api.example".into()), peer: None };
+        let peer = Endpoint { server_name: None, peer: Some("10.0.0.5:11434".parse().unwrap()) };
+        let both = Endpoint { server_name: sni.server_name.clone(), peer: peer.peer };
+        let none = Endpoint::default();
+        // The TLS server name wins over a differing Host; the Host's port stays.
+        assert_eq!(pick_endpoint("gw.internal".into(), Some(8443), &sni), ("api.example".into(), 8443));
+        assert_eq!(pick_endpoint("gw.internal".into(), None, &sni), ("api.example".into(), 443));
+        assert_eq!(pick_endpoint("gw.internal".into(), None, &both), ("api.example".into(), 11434));
+        // Plain HTTP: Host, with the peer's port when Host has none; the peer when no Host.
+        assert_eq!(pick_endpoint("ollama.lan".into(), None, &peer), ("ollama.lan".into(), 11434));
+        assert_eq!(pick_endpoint("ollama.lan".into(), Some(80), &peer), ("ollama.lan".into(), 80));
+        assert_eq!(pick_endpoint(String::new(), None, &peer), ("10.0.0.5".into(), 11434));
+        assert_eq!(pick_endpoint("h".into(), None, &none), ("h".into(), 443));
+        assert_eq!(pick_endpoint(String::new(), None, &none), (String::new(), 443));
     }
 }

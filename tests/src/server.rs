@@ -17,6 +17,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ServerOpts {
     /// Gzip every JSON response when the client accepts gzip (`--gzip`).
     pub gzip: bool,
+    /// Plain `http://` without TLS (`--plain`), as local model servers speak.
+    pub plain: bool,
+    /// Listen on this port instead of an OS-chosen one (e.g. one the agent watches for plain
+    /// HTTP).
+    pub port: Option<u16>,
 }
 
 pub struct LlmServer {
@@ -30,6 +35,8 @@ pub struct LlmServer {
     /// Byte offset in the agent's usage log when this server started; only
     /// records after it are attributed to this server.
     pub usage_offset: u64,
+    /// Serving plain HTTP (`http://` origins).
+    pub plain: bool,
     child: Child,
     _stdout: BufReader<ChildStdout>,
 }
@@ -51,7 +58,7 @@ impl LlmServer {
             .arg("--log")
             .arg(&log)
             .arg("--port")
-            .arg("0")
+            .arg(opts.port.unwrap_or(0).to_string())
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env_remove("LLM_SERVER_DEBUG")
             .stdin(Stdio::null())
@@ -59,6 +66,9 @@ impl LlmServer {
             .stderr(err);
         if opts.gzip {
             cmd.arg("--gzip");
+        }
+        if opts.plain {
+            cmd.arg("--plain");
         }
         env::set_pdeathsig(&mut cmd, libc::SIGKILL);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {} llm_server.py: {e}", env::python()));
@@ -98,12 +108,13 @@ impl LlmServer {
                 );
             }
         };
-        LlmServer { port, pid, dir, log, stderr, usage_offset: 0, child, _stdout: reader }
+        LlmServer { port, pid, dir, log, stderr, usage_offset: 0, plain: opts.plain, child, _stdout: reader }
     }
 
-    /// `https://127.0.0.1:PORT`
+    /// `https://127.0.0.1:PORT` (`http://` for a plain server)
     pub fn origin(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        let scheme = if self.plain { "http" } else { "https" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// `https://127.0.0.1:PORT/v1` (OpenAI SDK base URL).

@@ -1,4 +1,6 @@
 //! Decoding ring-buffer records into typed capture events. Pure: tested from byte fixtures.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use thiserror::Error;
 use tokentap_common::{
     data_kind, direction, flags, library, proc_kind, DataHeader, ProcEvent, DATA_HEADER_LEN, PATH_LEN,
@@ -110,7 +112,22 @@ impl std::fmt::Debug for DataChunk<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataRecord<'a> {
     Chunk(DataChunk<'a>),
-    Close { id: ConnId, ts_ns: u64 },
+    Close {
+        id: ConnId,
+        ts_ns: u64,
+    },
+    /// The TLS server name (SNI) the client set for this session.
+    ServerName {
+        id: ConnId,
+        ts_ns: u64,
+        name: String,
+    },
+    /// The socket peer the client connected to.
+    Peer {
+        id: ConnId,
+        ts_ns: u64,
+        addr: SocketAddr,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +158,10 @@ pub enum DecodeError {
     UnknownDirection(u32),
     #[error("unknown TLS library {0}")]
     UnknownLibrary(u32),
+    #[error("server name is not a host name")]
+    BadServerName,
+    #[error("peer address of unknown family")]
+    BadPeer,
 }
 
 impl DecodeError {
@@ -151,6 +172,8 @@ impl DecodeError {
             DecodeError::UnknownKind(_) => "record_kind",
             DecodeError::UnknownDirection(_) => "record_direction",
             DecodeError::UnknownLibrary(_) => "record_library",
+            DecodeError::BadServerName => "record_server_name",
+            DecodeError::BadPeer => "record_peer",
         }
     }
 }
@@ -168,6 +191,22 @@ pub fn decode_data(bytes: &[u8]) -> Result<DataRecord<'_>, DecodeError> {
     let id = ConnId { tgid: h.tgid, conn: h.conn };
     match h.kind {
         data_kind::CLOSE => Ok(DataRecord::Close { id, ts_ns: h.ts_ns }),
+        data_kind::SERVER_NAME => {
+            let name = payload(bytes, &h)?;
+            // A host name is ASCII letters, digits, dots and dashes; anything else in that slot
+            // is a misread, and a garbage name must not become a record's server_address.
+            let valid =
+                !name.is_empty() && name.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+            if !valid {
+                return Err(DecodeError::BadServerName);
+            }
+            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+            Ok(DataRecord::ServerName { id, ts_ns: h.ts_ns, name })
+        }
+        data_kind::PEER => {
+            let addr = decode_sockaddr(payload(bytes, &h)?).ok_or(DecodeError::BadPeer)?;
+            Ok(DataRecord::Peer { id, ts_ns: h.ts_ns, addr })
+        }
         data_kind::DATA => {
             let data = &bytes[DATA_HEADER_LEN..];
             if data.len() != h.len as usize {
@@ -194,6 +233,29 @@ pub fn decode_data(bytes: &[u8]) -> Result<DataRecord<'_>, DecodeError> {
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
+}
+
+/// The `len` bytes after the header of a fixed-size record (`NameEvent`, `PeerEvent`).
+fn payload<'a>(bytes: &'a [u8], h: &DataHeader) -> Result<&'a [u8], DecodeError> {
+    bytes.get(DATA_HEADER_LEN..DATA_HEADER_LEN + h.len as usize).ok_or(DecodeError::LengthMismatch)
+}
+
+/// A `sockaddr_in` or `sockaddr_in6` as the process passed it to `connect`.
+fn decode_sockaddr(b: &[u8]) -> Option<SocketAddr> {
+    const AF_INET: u16 = 2;
+    const AF_INET6: u16 = 10;
+    let family = u16::from_ne_bytes(b.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(b.get(2..4)?.try_into().ok()?);
+    let ip = match family {
+        AF_INET => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b.get(4..8)?).ok()?)),
+        AF_INET6 => {
+            let v6 = Ipv6Addr::from(<[u8; 16]>::try_from(b.get(8..24)?).ok()?);
+            // An IPv4 peer reached through a dual-stack socket is reported as IPv4.
+            v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 pub fn decode_proc(bytes: &[u8]) -> Result<ProcRecord, DecodeError> {
@@ -266,6 +328,50 @@ pub(crate) mod tests {
         let mut h = header(data_kind::DATA, 0);
         h.direction = 9;
         assert_eq!(decode_data(&data_record(h, b"")), Err(DecodeError::UnknownDirection(9)));
+    }
+
+    #[test]
+    fn decodes_server_name_and_peer() {
+        let mut h = header(data_kind::SERVER_NAME, 11);
+        // Fixed-size records: bytes past `len` are slack.
+        let mut name = b"API.example".to_vec();
+        name.resize(256, 0);
+        let rec = data_record(h, &name);
+        assert_eq!(
+            decode_data(&rec),
+            Ok(DataRecord::ServerName {
+                id: ConnId { tgid: 42, conn: 0xdead },
+                ts_ns: 1000,
+                name: "api.example".into()
+            })
+        );
+        assert_eq!(decode_data(&data_record(h, b"bad name\n")), Err(DecodeError::LengthMismatch));
+        h.len = 4;
+        assert_eq!(decode_data(&data_record(h, b"a\x01b\n")), Err(DecodeError::BadServerName));
+
+        let mut v4 = vec![2, 0, 0x2c, 0x9a, 127, 0, 0, 1];
+        v4.resize(28, 0);
+        let rec = data_record(header(data_kind::PEER, 16), &v4);
+        let Ok(DataRecord::Peer { addr, .. }) = decode_data(&rec) else { panic!("no peer") };
+        assert_eq!(addr, "127.0.0.1:11418".parse().unwrap());
+        let mut v6 = vec![10, 0, 0x1f, 0x90, 0, 0, 0, 0];
+        v6.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3]);
+        v6.resize(28, 0);
+        let Ok(DataRecord::Peer { addr, .. }) = decode_data(&data_record(header(data_kind::PEER, 28), &v6)) else {
+            panic!("no peer")
+        };
+        assert_eq!(addr, "10.1.2.3:8080".parse().unwrap());
+        v6[18] = 0x20;
+        let Ok(DataRecord::Peer { addr, .. }) = decode_data(&data_record(header(data_kind::PEER, 28), &v6)) else {
+            panic!("no peer")
+        };
+        assert!(addr.is_ipv6());
+        let unix = [1u8; 28];
+        assert_eq!(decode_data(&data_record(header(data_kind::PEER, 28), &unix)), Err(DecodeError::BadPeer));
+        assert_eq!(
+            decode_data(&data_record(header(data_kind::PEER, 28), &unix[..3])),
+            Err(DecodeError::LengthMismatch)
+        );
     }
 
     #[test]

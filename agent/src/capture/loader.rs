@@ -7,11 +7,11 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use thiserror::Error;
-use tokentap_common::{counter, names, ConnKey, ConnState};
+use tokentap_common::{counter, names, ConnKey, ConnState, SOCKET_CONN_TAG};
 
 use super::{
     event::{ConnId, TlsLibrary},
-    probes::{ProbeSpec, TRACEPOINTS},
+    probes::{ProbeSpec, SOCKET_TRACEPOINTS, TRACEPOINTS},
 };
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tokentap-ebpf"));
@@ -38,12 +38,15 @@ pub enum CaptureError {
 pub struct LoadOptions {
     pub call_cap: u64,
     pub ring_bytes: u32,
+    /// Ports whose TCP connections are captured as plain HTTP; empty: no socket tracepoints.
+    pub plain_ports: Vec<u16>,
 }
 
 pub struct Capture {
     ebpf: Ebpf,
     conn_state: HashMap<MapData, ConnKey, ConnState>,
     counters: PerCpuArray<MapData, u64>,
+    plain_sockets: HashMap<MapData, ConnKey, u32>,
 }
 
 /// Kernel-side counters, summed over CPUs.
@@ -99,11 +102,27 @@ impl Capture {
             tp.load().map_err(|source| CaptureError::Program { name: program, source })?;
             tp.attach(category, name).map_err(|source| CaptureError::Tracepoint { category, name, source })?;
         }
+        if !options.plain_ports.is_empty() {
+            let mut ports: HashMap<MapData, u16, u8> = take_map(&mut ebpf, names::PLAIN_PORTS)?;
+            for &port in &options.plain_ports {
+                ports.insert(port, 1, 0).map_err(|_| CaptureError::Map(names::PLAIN_PORTS))?;
+            }
+            for &name in SOCKET_TRACEPOINTS {
+                let tp: &mut TracePoint = program_mut(&mut ebpf, name)?;
+                tp.load().map_err(|source| CaptureError::Program { name, source })?;
+                tp.attach("syscalls", name).map_err(|source| CaptureError::Tracepoint {
+                    category: "syscalls",
+                    name,
+                    source,
+                })?;
+            }
+        }
+        let plain_sockets = take_map(&mut ebpf, names::PLAIN_SOCKETS)?;
         let data = take_map(&mut ebpf, names::DATA_EVENTS)?;
         let proc = take_map(&mut ebpf, names::PROC_EVENTS)?;
         let conn_state = take_map(&mut ebpf, names::CONN_STATE)?;
         let counters = take_map(&mut ebpf, names::COUNTERS)?;
-        Ok((Capture { ebpf, conn_state, counters }, Rings { data, proc }))
+        Ok((Capture { ebpf, conn_state, counters, plain_sockets }, Rings { data, proc }))
     }
 
     /// Attaches the probe table to one library file. Returns how many probes attached and
@@ -161,6 +180,10 @@ impl Capture {
     pub fn forget(&mut self, id: ConnId) {
         let key = ConnKey { tgid: id.tgid, _pad: 0, conn: id.conn };
         let _ = self.conn_state.remove(&key);
+        // A dead process's socket entry must go before its pid (and fd numbers) are reused.
+        if id.conn & SOCKET_CONN_TAG != 0 {
+            let _ = self.plain_sockets.remove(&key);
+        }
     }
 
     pub fn counters(&self) -> KernelCounters {

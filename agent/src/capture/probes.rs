@@ -26,6 +26,8 @@ pub const OPENSSL: &[ProbeSpec] = &[
     probe("SSL_read_ex", names::PROG_SSL_RET_EX, false),
     probe("SSL_shutdown", names::PROG_SSL_CLOSE, false),
     probe("SSL_free", names::PROG_SSL_CLOSE, false),
+    // SNI: `SSL_set_tlsext_host_name` is a macro over `SSL_ctrl` (endpoint identity).
+    probe("SSL_ctrl", names::PROG_SSL_CTRL, false),
 ];
 
 /// `(category, name, program)` of every tracepoint.
@@ -33,4 +35,31 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sched", "sched_process_exec", names::PROG_EXEC),
     ("sched", "sched_process_exit", names::PROG_EXIT),
     ("syscalls", "sys_enter_openat", names::PROG_OPENAT),
+];
+
+/// Plain HTTP over sockets (`syscalls:<name>` runs the program of the same name). Attached
+/// only when plain-HTTP capture is enabled: each hit costs a map lookup on every read and write
+/// on the host.
+pub const SOCKET_TRACEPOINTS: &[&str] = &[
+    "sys_enter_connect",
+    "sys_exit_connect",
+    "sys_enter_write",
+    "sys_exit_write",
+    "sys_enter_sendto",
+    "sys_exit_sendto",
+    "sys_enter_writev",
+    "sys_exit_writev",
+    "sys_enter_sendmsg",
+    "sys_exit_sendmsg",
+    "sys_enter_read",
+    "sys_exit_read",
+    "sys_enter_recvfrom",
+    "sys_exit_recvfrom",
+    "sys_enter_readv",
+    "sys_exit_readv",
+    "sys_enter_recvmsg",
+    "sys_exit_recvmsg",
+    "sys_enter_close",
+    "sys_enter_dup2",
+    "sys_enter_dup3",
 ];

@@ -1,9 +1,11 @@
 //! Per-connection reassembly: capture chunks in, complete HTTP exchanges out.
 pub mod conn;
 pub mod cursor;
+pub mod endpoint;
 pub mod tracker;
 
 pub use conn::Exchange;
+pub use endpoint::Endpoint;
 pub use tracker::{Origin, Output, TrackedExchange, Tracker, TrackerConfig, Verdict};
 
 #[cfg(test)]

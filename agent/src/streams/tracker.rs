@@ -1,12 +1,13 @@
 //! All live TLS connections: routes chunks to their connection, accounts for lost bytes,
 //! decides which connections are worth capturing, and hands complete exchanges on.
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use tokentap_proto::http::HttpError;
 
 use super::{
     conn::{Exchange, HttpConnection, Outcome},
     cursor::CallCursor,
+    endpoint::{Endpoint, Endpoints},
 };
 use crate::capture::event::{ConnId, DataChunk, Direction, TlsLibrary};
 
@@ -22,6 +23,8 @@ pub struct Origin {
 pub struct TrackedExchange {
     pub origin: Origin,
     pub exchange: Exchange,
+    /// TLS server name and socket peer, when the capture saw them.
+    pub endpoint: Endpoint,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,7 @@ pub struct Tracker {
     call_cap: u64,
     body_cap: usize,
     extra_ai_hosts: Arc<Vec<String>>,
+    endpoints: Endpoints,
 }
 
 impl Tracker {
@@ -78,6 +82,7 @@ impl Tracker {
             call_cap: config.call_cap,
             body_cap: config.body_cap,
             extra_ai_hosts: Arc::new(config.extra_ai_hosts),
+            endpoints: Endpoints::default(),
         }
     }
 
@@ -85,7 +90,16 @@ impl Tracker {
         self.conns.len()
     }
 
+    pub fn on_server_name(&mut self, id: ConnId, ts_ns: u64, name: String) {
+        self.endpoints.set_server_name(id, ts_ns, name);
+    }
+
+    pub fn on_peer(&mut self, id: ConnId, ts_ns: u64, addr: SocketAddr) {
+        self.endpoints.set_peer(id, ts_ns, addr);
+    }
+
     pub fn on_chunk(&mut self, chunk: &DataChunk<'_>, out: &mut Output) {
+        self.endpoints.touch(chunk.id, chunk.ts_ns);
         if let Some(seen) = self.ignored.get_mut(&chunk.id) {
             *seen = chunk.ts_ns;
             return;
@@ -126,7 +140,7 @@ impl Tracker {
 
     fn absorb(&mut self, origin: Origin, ts_ns: u64, outcome: Outcome, out: &mut Output) {
         for exchange in outcome.exchanges {
-            out.exchanges.push(TrackedExchange { origin, exchange });
+            out.exchanges.push(TrackedExchange { origin, exchange, endpoint: self.endpoints.get(origin.id) });
         }
         match outcome.classified {
             Some(true) => out.verdicts.push((origin.id, Verdict::Track)),
@@ -152,8 +166,10 @@ impl Tracker {
 
     pub fn on_close(&mut self, id: ConnId, ts_ns: u64, out: &mut Output) {
         self.ignored.remove(&id);
-        let Some(mut tracked) = self.conns.remove(&id) else { return };
-        self.close_tracked(&mut tracked, ts_ns, out);
+        if let Some(mut tracked) = self.conns.remove(&id) {
+            self.close_tracked(&mut tracked, ts_ns, out);
+        }
+        self.endpoints.remove(id);
     }
 
     fn close_tracked(&mut self, tracked: &mut Tracked, ts_ns: u64, out: &mut Output) {
@@ -167,8 +183,9 @@ impl Tracker {
             result = tracked.http.finish(ts_ns, &mut outcome);
         }
         out.cut_responses += outcome.cut_responses;
+        let endpoint = self.endpoints.get(tracked.origin.id);
         for exchange in outcome.exchanges {
-            out.exchanges.push(TrackedExchange { origin: tracked.origin, exchange });
+            out.exchanges.push(TrackedExchange { origin: tracked.origin, exchange, endpoint: endpoint.clone() });
         }
         if let Err(e) = result {
             if e != HttpError::NotHttp {
@@ -193,6 +210,12 @@ impl Tracker {
             self.ignored.remove(&id);
             out.forget.push(id);
         }
+        // Sockets that never carried data still have kernel entries to drop.
+        for id in self.endpoints.remove_process(tgid) {
+            if !out.forget.contains(&id) {
+                out.forget.push(id);
+            }
+        }
     }
 
     /// Drops connections silent for longer than `idle_ns` (a leaked session, a killed peer).
@@ -205,6 +228,7 @@ impl Tracker {
             }
             out.forget.push(id);
         }
+        self.endpoints.expire(now_ns, idle_ns);
         self.ignored.retain(|id, seen| {
             let keep = now_ns.saturating_sub(*seen) <= idle_ns;
             if !keep {
