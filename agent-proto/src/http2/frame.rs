@@ -93,7 +93,7 @@ pub fn looks_like_frame(b: &[u8]) -> bool {
         kind::PING => Some(8),
         _ => None,
     };
-    if h.kind == kind::SETTINGS && h.len % 6 != 0 {
+    if h.kind == kind::SETTINGS && !h.len.is_multiple_of(6) {
         return false;
     }
     h.flags & !allowed_flags == 0

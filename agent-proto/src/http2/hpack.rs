@@ -38,9 +38,12 @@ impl std::fmt::Debug for Field {
     }
 }
 
+/// A name and value, as raw bytes.
+type Pair = (Vec<u8>, Vec<u8>);
+
 /// A table entry; `None` where the name (or the whole entry) is unknown.
 struct Entry {
-    field: Option<(Vec<u8>, Vec<u8>)>,
+    field: Option<Pair>,
     size: usize,
 }
 
@@ -84,7 +87,7 @@ impl HpackDecoder {
     }
 
     /// Entry `index` (1-based over static then dynamic); `Ok(None)` when unknown.
-    fn lookup(&self, index: usize) -> Result<Option<(Vec<u8>, Vec<u8>)>, H2Error> {
+    fn lookup(&self, index: usize) -> Result<Option<Pair>, H2Error> {
         match index {
             0 => Err(H2Error::BadHpack),
             i if i <= STATIC.len() => {

@@ -30,7 +30,7 @@ pub enum H2Event {
 }
 
 enum Slot {
-    Live(Stream),
+    Live(Box<Stream>),
     /// Frames on this stream are read (HPACK must be followed) and dropped.
     Skip,
 }
@@ -231,7 +231,7 @@ impl H2Parser {
                 out.push(H2Event::Request { id, head: head.clone() });
                 let mut request = Half::new(head);
                 request.ended = end;
-                self.streams.insert(id, Slot::Live(Stream { request, response: None }));
+                self.streams.insert(id, Slot::Live(Box::new(Stream { request, response: None })));
             }
             Block::Response(_) => return Err(H2Error::ServerSide),
             Block::Unknown => {
@@ -281,7 +281,7 @@ impl H2Parser {
     /// The server speaks on a stream whose request we did not see: opened before capture
     /// began (or a server push, which has an even id and is of no interest).
     fn unseen_stream(&mut self, id: u32, end: bool, out: &mut Vec<H2Event>) -> Result<(), H2Error> {
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             return Ok(());
         }
         out.push(H2Event::Failed { id, reason: "h2_unseen_request" });
@@ -323,11 +323,10 @@ impl H2Parser {
                     }
                 }
             },
-            Some(Slot::Skip) => {
-                if role == Role::Response && end && h.has(flag::END_STREAM) {
-                    self.streams.remove(&h.stream);
-                }
+            Some(Slot::Skip) if role == Role::Response && end && h.has(flag::END_STREAM) => {
+                self.streams.remove(&h.stream);
             }
+            Some(Slot::Skip) => {}
             None if role == Role::Response && h.stream % 2 == 1 => {
                 // Only the first piece of a stream's first DATA frame reports it.
                 let _ = self.unseen_stream(h.stream, end && h.has(flag::END_STREAM), out);
@@ -338,7 +337,9 @@ impl H2Parser {
 
     fn end_response(&mut self, id: u32, out: &mut Vec<H2Event>) {
         match self.streams.remove(&id) {
-            Some(Slot::Live(Stream { request, response: Some(mut response) })) => {
+            Some(Slot::Live(s)) if s.response.is_some() => {
+                let Stream { request, response } = *s;
+                let mut response = response.expect("checked above");
                 response.ended = true;
                 out.push(H2Event::Complete { id, request: request.into_message(), response: response.into_message() });
             }

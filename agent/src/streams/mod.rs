@@ -1,6 +1,8 @@
 //! Per-connection reassembly: capture chunks in, complete HTTP exchanges out.
 pub mod conn;
 pub mod cursor;
+pub mod h2;
+pub mod proto;
 pub mod tracker;
 
 pub use conn::Exchange;
@@ -8,3 +10,6 @@ pub use tracker::{Origin, Output, TrackedExchange, Tracker, TrackerConfig, Verdi
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod h2_tests;
