@@ -17,6 +17,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ServerOpts {
     /// Gzip every JSON response when the client accepts gzip (`--gzip`).
     pub gzip: bool,
+    /// Serve HTTP/2 too (`fixtures/llm_server_h2.py`: ALPN h2 and http/1.1, same responses and
+    /// log, each HTTP/2 entry marked `"http_version": "2"`).
+    pub http2: bool,
 }
 
 pub struct LlmServer {
@@ -43,7 +46,8 @@ impl LlmServer {
         let stderr = dir.join("server.stderr");
         let err = std::fs::File::create(&stderr).expect("create server stderr");
         let mut cmd = Command::new(env::python());
-        cmd.arg(env::fixtures_dir().join("llm_server.py"))
+        let script = if opts.http2 { "llm_server_h2.py" } else { "llm_server.py" };
+        cmd.arg(env::fixtures_dir().join(script))
             .arg("--cert")
             .arg(&certs.cert)
             .arg("--key")
@@ -177,6 +181,10 @@ impl ServerEntry {
     /// Peer port of the TLS connection (same value = same connection).
     pub fn client_port(&self) -> u64 {
         self.0.get("client_port").and_then(Value::as_u64).unwrap_or(0)
+    }
+    /// `Some("2")` when the exchange was served over HTTP/2 (llm_server_h2.py).
+    pub fn http_version(&self) -> Option<&str> {
+        self.str_field("http_version")
     }
     /// Size of the request body the server received.
     pub fn request_bytes(&self) -> u64 {

@@ -185,7 +185,7 @@ fn curl_gzip_and_health() {
     assert_eq!(unauth.stdout.trim(), "401");
     assert_eq!(server.entries().len(), 2);
 
-    let server = LlmServer::start(ServerOpts { gzip: true });
+    let server = LlmServer::start(ServerOpts { gzip: true, ..Default::default() });
     ok(&clients::curl_post_json(&server, "/v1/chat/completions", KEY, &body, &["--compressed"]));
     ok(&clients::curl_post_json(&server, "/v1/chat/completions", KEY, &body, &[]));
     let entries = server.entries();

@@ -152,7 +152,7 @@ fn gzip_encoded_response() {
         return;
     }
     let case = Case::new();
-    let server = case.server(ServerOpts { gzip: true });
+    let server = case.server(ServerOpts { gzip: true, ..Default::default() });
     let py = case.openai(&server, "chat");
     let curl = case.curl_chat(&server, &["--compressed"]);
     let recs = case.wait_records(&server, 2);

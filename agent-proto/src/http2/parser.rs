@@ -55,6 +55,9 @@ pub struct H2Parser {
     egress: Side,
     ingress: Side,
     streams: HashMap<u32, Slot>,
+    /// The first stream whose request HEADERS we saw: a lower id was opened before capture
+    /// began, a higher one absent from `streams` has already been dealt with.
+    first_request: Option<u32>,
     /// A request with fully known headers has been decoded (proof this is an HTTP/2 client).
     verified: bool,
     failed: Option<H2Error>,
@@ -80,6 +83,7 @@ impl H2Parser {
             egress: side(preface),
             ingress: side(false),
             streams: HashMap::new(),
+            first_request: None,
             verified: preface,
             failed: None,
         }
@@ -225,6 +229,7 @@ impl H2Parser {
         if self.streams.len() >= MAX_STREAMS {
             return Err(H2Error::TooManyStreams);
         }
+        self.first_request.get_or_insert(id);
         match block {
             Block::Request(head) => {
                 self.verified = true;
@@ -278,10 +283,10 @@ impl H2Parser {
         Ok(())
     }
 
-    /// The server speaks on a stream whose request we did not see: opened before capture
-    /// began (or a server push, which has an even id and is of no interest).
+    /// The server speaks on a stream we do not track: one opened before capture began is
+    /// reported; a server push (even id) or a stream already completed is of no interest.
     fn unseen_stream(&mut self, id: u32, end: bool, out: &mut Vec<H2Event>) -> Result<(), H2Error> {
-        if id.is_multiple_of(2) {
+        if id.is_multiple_of(2) || self.first_request.is_some_and(|first| id >= first) {
             return Ok(());
         }
         out.push(H2Event::Failed { id, reason: "h2_unseen_request" });
@@ -318,7 +323,7 @@ impl H2Parser {
                             out.push(H2Event::ResponseBody { id: h.stream });
                         }
                     }
-                    if end && h.has(flag::END_STREAM) {
+                    if (end && h.has(flag::END_STREAM)) || resp.full() {
                         self.end_response(h.stream, out);
                     }
                 }

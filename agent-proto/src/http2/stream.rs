@@ -60,6 +60,8 @@ fn head(start: Start, headers: Vec<(String, Vec<u8>)>) -> Head {
 /// One direction of a stream: its head and the DATA received so far.
 pub(crate) struct Half {
     pub head: Head,
+    /// `content-length`, when sent: the body is complete once this much DATA arrived.
+    expected_len: Option<u64>,
     body: Vec<u8>,
     body_len: u64,
     truncated: bool,
@@ -68,7 +70,14 @@ pub(crate) struct Half {
 
 impl Half {
     pub fn new(head: Head) -> Self {
-        Half { head, body: Vec::new(), body_len: 0, truncated: false, ended: false }
+        let expected_len = head.header_str("content-length").and_then(|v| v.parse().ok());
+        Half { head, expected_len, body: Vec::new(), body_len: 0, truncated: false, ended: false }
+    }
+
+    /// All the DATA `content-length` announced has arrived. A client may stop reading there
+    /// (curl does), so the END_STREAM that follows in a separate frame may never be captured.
+    pub fn full(&self) -> bool {
+        self.expected_len.is_some_and(|n| self.body_len >= n)
     }
 
     /// Appends data; returns whether these were the first body bytes.

@@ -257,6 +257,26 @@ fn joined_mid_way_meters_only_fully_decodable_streams() {
 }
 
 #[test]
+fn content_length_completes_without_waiting_for_end_stream() {
+    // curl stops reading once content-length bytes arrived; the server's separate empty
+    // END_STREAM DATA frame may never be captured.
+    let mut enc = loona_hpack::Encoder::new();
+    let mut senc = loona_hpack::Encoder::new();
+    let mut c = PREFACE.to_vec();
+    c.extend(frame(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 1, &encode(&mut enc, &request_fields())));
+    let head = [(":status", "200"), ("content-length", "5")];
+    let mut s = frame(kind::HEADERS, flag::END_HEADERS, 1, &encode(&mut senc, &head));
+    s.extend(frame(kind::DATA, 0, 1, b"hello"));
+    let mut conn = Conn::new(true);
+    conn.send(&c).unwrap();
+    conn.recv(&s).unwrap();
+    assert_eq!(conn.completes().len(), 1);
+    conn.recv(&frame(kind::DATA, flag::END_STREAM, 1, &[])).unwrap();
+    assert!(conn.failures().is_empty());
+    assert_eq!(conn.p.unanswered(), 0);
+}
+
+#[test]
 fn reset_and_goaway() {
     let mut enc = loona_hpack::Encoder::new();
     let mut c = PREFACE.to_vec();
