@@ -33,6 +33,8 @@ enum Slot {
     Live(Box<Stream>),
     /// Frames on this stream are read (HPACK must be followed) and dropped.
     Skip,
+    /// The server spoke first on this stream: its request was sent before capture began.
+    Unseen,
 }
 
 /// A header block being reassembled from HEADERS/PUSH_PROMISE and CONTINUATION frames.
@@ -58,6 +60,8 @@ pub struct H2Parser {
     /// The first stream whose request HEADERS we saw: a lower id was opened before capture
     /// began, a higher one absent from `streams` has already been dealt with.
     first_request: Option<u32>,
+    /// The highest stream id the server spoke on before we saw its request.
+    max_unseen: Option<u32>,
     /// A request with fully known headers has been decoded (proof this is an HTTP/2 client).
     verified: bool,
     failed: Option<H2Error>,
@@ -84,6 +88,7 @@ impl H2Parser {
             ingress: side(false),
             streams: HashMap::new(),
             first_request: None,
+            max_unseen: None,
             verified: preface,
             failed: None,
         }
@@ -219,6 +224,14 @@ impl H2Parser {
     }
 
     fn on_request_block(&mut self, id: u32, block: Block, end: bool, out: &mut Vec<H2Event>) -> Result<(), H2Error> {
+        if self.max_unseen.is_some_and(|max| id <= max)
+            && !matches!(self.streams.get(&id), Some(Slot::Live(_) | Slot::Skip))
+        {
+            // Headers sent on a stream the peer opened: the bytes we call egress are responses.
+            // A client's new streams get ids above every stream it opened before, including
+            // those opened before capture began.
+            return Err(H2Error::ServerSide);
+        }
         if let Some(slot) = self.streams.get_mut(&id) {
             // Trailers of a request (or more frames of a skipped stream).
             if let (Slot::Live(s), true) = (slot, end) {
@@ -290,11 +303,12 @@ impl H2Parser {
             return Ok(());
         }
         out.push(H2Event::Failed { id, reason: "h2_unseen_request" });
+        self.max_unseen = self.max_unseen.max(Some(id));
         if !end {
             if self.streams.len() >= MAX_STREAMS {
                 return Err(H2Error::TooManyStreams);
             }
-            self.streams.insert(id, Slot::Skip);
+            self.streams.insert(id, Slot::Unseen);
         }
         Ok(())
     }
@@ -328,10 +342,10 @@ impl H2Parser {
                     }
                 }
             },
-            Some(Slot::Skip) if role == Role::Response && end && h.has(flag::END_STREAM) => {
+            Some(Slot::Skip | Slot::Unseen) if role == Role::Response && end && h.has(flag::END_STREAM) => {
                 self.streams.remove(&h.stream);
             }
-            Some(Slot::Skip) => {}
+            Some(Slot::Skip | Slot::Unseen) => {}
             None if role == Role::Response && h.stream % 2 == 1 => {
                 // Only the first piece of a stream's first DATA frame reports it.
                 let _ = self.unseen_stream(h.stream, end && h.has(flag::END_STREAM), out);
@@ -349,7 +363,7 @@ impl H2Parser {
                 out.push(H2Event::Complete { id, request: request.into_message(), response: response.into_message() });
             }
             Some(Slot::Live(_)) => out.push(H2Event::Failed { id, reason: "h2_no_final_response" }),
-            Some(Slot::Skip) | None => {}
+            Some(Slot::Skip | Slot::Unseen) | None => {}
         }
     }
 }

@@ -318,6 +318,12 @@ fn server_side_is_recognised() {
     let mut conn = Conn::new(false);
     let r = conn.recv(&frame(kind::HEADERS, flag::END_HEADERS, 1, &encode(&mut enc, &request_fields())));
     assert_eq!(r, Err(H2Error::ServerSide));
+    // Joined late with every field unknown: the peer opens stream 7, we answer on it.
+    let mut conn = Conn::new(false);
+    conn.recv(&frame(kind::HEADERS, flag::END_HEADERS, 7, b"\xbe")).unwrap();
+    conn.recv(&frame(kind::DATA, flag::END_STREAM, 7, b"request body")).unwrap();
+    let r = conn.send(&frame(kind::HEADERS, flag::END_HEADERS, 7, b"\xbf"));
+    assert_eq!(r, Err(H2Error::ServerSide));
 }
 
 #[test]
