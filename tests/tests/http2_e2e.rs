@@ -2,8 +2,28 @@
 //! TLS to `fixtures/llm_server_h2.py`; every record is compared with the server's own usage
 //! numbers, the server log proves HTTP/2 was spoken, and agent output is privacy-scanned.
 
+use serde_json::json;
 use tokentap_tests::http2::{assert_all_http2, check_unordered, curl_chat, httpx};
-use tokentap_tests::{require_bpf, Case, LlmServer, ServerOpts};
+use tokentap_tests::{clients, require_bpf, Case, LlmServer, ServerOpts};
+
+/// The fixture itself, without an agent: ALPN picks h2 or http/1.1, both logged the same way.
+#[test]
+fn h2_server_fixture_serves_both_protocols() {
+    let case = Case::new();
+    let server = LlmServer::start(ServerOpts { gzip: true, http2: true });
+    curl_chat(&case, &server, false, &["--compressed"]);
+    curl_chat(&case, &server, true, &[]);
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]});
+    let run = clients::curl_post_json(&server, "/v1/chat/completions", &case.api_key, &body, &[]);
+    case.expect_ok(&run);
+    let entries = server.entries();
+    assert_eq!(entries.len(), 3);
+    assert_eq!((entries[0].http_version(), entries[0].content_encoding()), (Some("2"), Some("gzip")));
+    assert_eq!(entries[1].http_version(), Some("2"));
+    assert!(entries[1].streaming() && entries[1].usage().is_some());
+    assert_eq!(entries[2].http_version(), None, "curl --http1.1 must get HTTP/1.1");
+    assert_eq!(server.stderr_tail(), "", "server reported errors");
+}
 
 fn h2_server(case: &Case, gzip: bool) -> LlmServer {
     case.server(ServerOpts { gzip, http2: true })
