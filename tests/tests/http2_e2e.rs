@@ -3,8 +3,9 @@
 //! numbers, the server log proves HTTP/2 was spoken, and agent output is privacy-scanned.
 
 use serde_json::json;
+use tokentap_tests::case::BIG_PROMPT_FILLER;
 use tokentap_tests::http2::{assert_all_http2, check_unordered, curl_chat, httpx};
-use tokentap_tests::{clients, require_bpf, Case, LlmServer, ServerOpts};
+use tokentap_tests::{clients, require_bpf, Case, LlmServer, ServerEntry, ServerOpts};
 
 /// The fixture itself, without an agent: ALPN picks h2 or http/1.1, both logged the same way.
 #[test]
@@ -70,8 +71,11 @@ fn curl_http2_chat_gzip() {
     curl_case(false, true);
 }
 
-fn httpx_case(scenario: &str, n: usize) {
+/// Runs one httpx scenario against a fresh HTTP/2 server, checks every record; returns the
+/// server's entries.
+fn httpx_case(scenario: &str, n: usize) -> Vec<ServerEntry> {
     let case = Case::new();
+    case.add_secret(BIG_PROMPT_FILLER);
     let server = h2_server(&case, false);
     let run = httpx(&case, &server, scenario);
     let recs = case.wait_records(&server, n);
@@ -81,6 +85,7 @@ fn httpx_case(scenario: &str, n: usize) {
     let port = entries[0].client_port();
     assert!(entries.iter().all(|e| e.client_port() == port), "the calls did not share one connection");
     case.finish(&server);
+    entries
 }
 
 #[test]
@@ -107,4 +112,14 @@ fn httpx_http2_10_concurrent_streams_one_connection() {
     // 5 plain and 5 streaming calls in flight at once, multiplexed on one connection; usage
     // numbers differ per call, so a mix-up between streams cannot pass.
     httpx_case("concurrent10", 10);
+}
+
+#[test]
+fn httpx_http2_big_prompt_1mib() {
+    if !require_bpf() {
+        return;
+    }
+    // Exact counts and truncated == false are checked in httpx_case.
+    let entries = httpx_case("big_prompt", 1);
+    assert!(entries[0].request_bytes() >= 1024 * 1024, "request body only {} bytes", entries[0].request_bytes());
 }
