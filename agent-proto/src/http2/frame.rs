@@ -102,8 +102,7 @@ pub fn looks_like_frame(b: &[u8]) -> bool {
         && fixed_len.is_none_or(|n| h.len == n)
 }
 
-/// What the reader hands on, in stream order.
-#[derive(Debug, PartialEq, Eq)]
+/// What the reader hands on, in stream order. No Debug: the bytes are plaintext payload.
 pub enum Piece<'a> {
     /// A whole non-DATA frame.
     Frame(FrameHeader, &'a [u8]),
@@ -131,10 +130,16 @@ enum State {
 }
 
 /// One direction's frame reader.
-#[derive(Debug)]
 pub struct FrameReader {
     state: State,
     buf: Vec<u8>,
+}
+
+// The buffer holds header blocks (API keys) and control frames: Debug shows only its length.
+impl std::fmt::Debug for FrameReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameReader").field("state", &self.state).field("buffered", &self.buf.len()).finish()
+    }
 }
 
 impl FrameReader {

@@ -392,3 +392,20 @@ fn sniffing() {
     assert!(!looks_like_frame(b"HTTP/1.1 200 OK\r\n"));
     assert!(!looks_like_frame(&[0, 0]));
 }
+
+#[test]
+fn debug_output_holds_no_payload() {
+    let (c, s) = one_exchange();
+    let mut conn = Conn::new(true);
+    conn.send(&c[..c.len() - 5]).unwrap();
+    let mut reader = frame::FrameReader::new(false);
+    reader.feed(&c[PREFACE.len() + 15..PREFACE.len() + 40], &mut |_| Ok(())).unwrap();
+    conn.send(&c[c.len() - 5..]).unwrap();
+    conn.recv(&s).unwrap();
+    let mut hp = hpack::HpackDecoder::new();
+    let fields = hp.decode(&encode(&mut loona_hpack::Encoder::new(), &request_fields())).unwrap();
+    let shown = format!("{:?} {:?} {:?} {:?}", conn.events, conn.p, reader, fields);
+    for secret in ["sk-test", "gpt", "usage", "python"] {
+        assert!(!shown.contains(secret), "{secret} leaked into Debug output");
+    }
+}
