@@ -56,9 +56,10 @@ impl H2Error {
     }
 }
 
-/// Whether the first egress bytes of a connection are (the start of) the client preface.
+/// Whether the first egress bytes of a connection are (the start of) the client preface. A
+/// write cut shorter than `PRI ` is not taken as one: a lone `P` may as well begin `POST`.
 pub fn starts_with_preface(data: &[u8]) -> bool {
-    !data.is_empty() && (data.starts_with(PREFACE) || PREFACE.starts_with(data))
+    data.len() >= 4 && (data.starts_with(PREFACE) || PREFACE.starts_with(data))
 }
 
 #[cfg(test)]

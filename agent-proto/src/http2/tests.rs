@@ -380,6 +380,7 @@ fn arbitrary_bytes_never_panic() {
 fn sniffing() {
     assert!(starts_with_preface(PREFACE));
     assert!(starts_with_preface(b"PRI * HT"));
+    assert!(!starts_with_preface(b"P"), "could be POST");
     assert!(!starts_with_preface(b"POST / HTTP/1.1\r\n"));
     assert!(!starts_with_preface(b""));
     assert!(looks_like_frame(&settings()));
