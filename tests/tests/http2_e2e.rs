@@ -123,3 +123,43 @@ fn httpx_http2_big_prompt_1mib() {
     let entries = httpx_case("big_prompt", 1);
     assert!(entries[0].request_bytes() >= 1024 * 1024, "request body only {} bytes", entries[0].request_bytes());
 }
+
+/// The OpenAI Python SDK itself over HTTP/2 (`OPENAI_CLIENT_HTTP2=1`: its httpx fork with
+/// `http2=True`), `n` calls of `scenario` on one connection.
+fn openai_sdk_case(scenario: &str, n: usize) {
+    let case = Case::new();
+    let server = h2_server(&case, false);
+    let prefix: Vec<std::ffi::OsString> = vec!["env".into(), "OPENAI_CLIENT_HTTP2=1".into()];
+    let run = case.openai_with(&server, scenario, &prefix);
+    let recs = case.wait_records(&server, n);
+    assert_all_http2(&server);
+    case.check_all(&server, &recs, &run);
+    let entries = server.entries();
+    assert!(entries.iter().all(|e| e.client_port() == entries[0].client_port()), "calls did not share one connection");
+    case.finish(&server);
+}
+
+#[test]
+fn openai_sdk_http2_chat_streaming() {
+    if !require_bpf() {
+        return;
+    }
+    openai_sdk_case("chat_stream_usage", 1);
+}
+
+#[test]
+fn openai_sdk_http2_responses_streaming() {
+    if !require_bpf() {
+        return;
+    }
+    openai_sdk_case("responses_stream", 1);
+}
+
+#[test]
+fn openai_sdk_http2_20_calls_one_connection() {
+    if !require_bpf() {
+        return;
+    }
+    // Later calls' headers are mostly HPACK dynamic-table references to the first call's.
+    openai_sdk_case("keepalive20", 20);
+}

@@ -23,8 +23,10 @@ pub enum H2Event {
     Request { id: u32, head: Head },
     /// The first DATA byte of a final response arrived.
     ResponseBody { id: u32 },
-    /// The server ended the stream: the request and final response.
-    Complete { id: u32, request: Message, response: Message },
+    /// The server ended the stream: the request and final response. `cut`: the client
+    /// stopped it (RST_STREAM, or closed the connection) after the response body began; the
+    /// response is what arrived until then, as HTTP/1.1 takes a body cut by a close.
+    Complete { id: u32, request: Message, response: Message, cut: bool },
     /// The stream yields no exchange; `reason` is a metric label.
     Failed { id: u32, reason: &'static str },
 }
@@ -192,6 +194,11 @@ impl H2Parser {
                 block.buf.extend_from_slice(payload);
             }
             kind::RST_STREAM => {
+                // Streaming clients commonly cancel a stream once they read the final event
+                // (the OpenAI SDK does after `[DONE]`), before the server's END_STREAM.
+                if role == Role::Request && self.cut(h.stream, out) {
+                    return Ok(());
+                }
                 if let Some(Slot::Live(_)) = self.streams.remove(&h.stream) {
                     out.push(H2Event::Failed { id: h.stream, reason: "h2_reset" });
                 }
@@ -354,13 +361,38 @@ impl H2Parser {
         }
     }
 
+    /// The connection ended: streams whose response body had begun complete as cut (see
+    /// [`H2Event::Complete`]); the others stay counted by [`unanswered`](Self::unanswered).
+    pub fn finish(&mut self, out: &mut Vec<H2Event>) {
+        let mut ids: Vec<u32> = self.streams.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.cut(id, out);
+        }
+    }
+
+    /// Completes stream `id` as cut if its response body has begun; returns whether it did.
+    fn cut(&mut self, id: u32, out: &mut Vec<H2Event>) -> bool {
+        let started =
+            matches!(self.streams.get(&id), Some(Slot::Live(s)) if s.response.as_ref().is_some_and(|r| r.started()));
+        if started {
+            self.complete(id, true, out);
+        }
+        started
+    }
+
     fn end_response(&mut self, id: u32, out: &mut Vec<H2Event>) {
+        self.complete(id, false, out);
+    }
+
+    fn complete(&mut self, id: u32, cut: bool, out: &mut Vec<H2Event>) {
         match self.streams.remove(&id) {
             Some(Slot::Live(s)) if s.response.is_some() => {
                 let Stream { request, response } = *s;
                 let mut response = response.expect("checked above");
                 response.ended = true;
-                out.push(H2Event::Complete { id, request: request.into_message(), response: response.into_message() });
+                let (request, response) = (request.into_message(), response.into_message());
+                out.push(H2Event::Complete { id, request, response, cut });
             }
             Some(Slot::Live(_)) => out.push(H2Event::Failed { id, reason: "h2_no_final_response" }),
             Some(Slot::Skip | Slot::Unseen) | None => {}

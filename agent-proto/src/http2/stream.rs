@@ -74,6 +74,11 @@ impl Half {
         Half { head, expected_len, body: Vec::new(), body_len: 0, truncated: false, ended: false }
     }
 
+    /// Some body (or a gap in it) has arrived.
+    pub fn started(&self) -> bool {
+        self.body_len > 0
+    }
+
     /// All the DATA `content-length` announced has arrived. A client may stop reading there
     /// (curl does), so the END_STREAM that follows in a separate frame may never be captured.
     pub fn full(&self) -> bool {

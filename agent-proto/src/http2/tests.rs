@@ -71,7 +71,7 @@ impl Conn {
         self.events
             .iter()
             .filter_map(|e| match e {
-                H2Event::Complete { id, request, response } => Some((*id, request, response)),
+                H2Event::Complete { id, request, response, .. } => Some((*id, request, response)),
                 _ => None,
             })
             .collect()
@@ -273,6 +273,41 @@ fn content_length_completes_without_waiting_for_end_stream() {
     assert_eq!(conn.completes().len(), 1);
     conn.recv(&frame(kind::DATA, flag::END_STREAM, 1, &[])).unwrap();
     assert!(conn.failures().is_empty());
+    assert_eq!(conn.p.unanswered(), 0);
+}
+
+#[test]
+fn client_cancel_or_close_after_the_body_began_is_a_cut_response() {
+    let mut enc = loona_hpack::Encoder::new();
+    let mut senc = loona_hpack::Encoder::new();
+    let mut c = PREFACE.to_vec();
+    for id in [1u32, 3, 5] {
+        c.extend(frame(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, id, &encode(&mut enc, &request_fields())));
+    }
+    let sse = [(":status", "200"), ("content-type", "text/event-stream")];
+    let mut s = Vec::new();
+    for id in [1u32, 3, 5] {
+        s.extend(frame(kind::HEADERS, flag::END_HEADERS, id, &encode(&mut senc, &sse)));
+    }
+    s.extend(frame(kind::DATA, 0, 1, b"data: [DONE]\n\n"));
+    s.extend(frame(kind::DATA, 0, 5, b"data: {}\n\n"));
+    let mut conn = Conn::new(true);
+    conn.send(&c).unwrap();
+    conn.recv(&s).unwrap();
+    // The client cancels 1 (body began) and 3 (no body yet), then closes with 5 open.
+    conn.send(&frame(kind::RST_STREAM, 0, 1, &[0, 0, 0, 8])).unwrap();
+    conn.send(&frame(kind::RST_STREAM, 0, 3, &[0, 0, 0, 8])).unwrap();
+    conn.p.finish(&mut conn.events);
+    let cut: Vec<_> = conn
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            H2Event::Complete { id, response, cut, .. } => Some((*id, *cut, response.truncated)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cut, vec![(1, true, false), (5, true, false)]);
+    assert_eq!(conn.failures(), vec![(3, "h2_reset")]);
     assert_eq!(conn.p.unanswered(), 0);
 }
 

@@ -30,6 +30,8 @@ pub struct H2Connection {
     /// be an AI connection (or at close, if it never is), dropped if it is not.
     deferred: Vec<&'static str>,
     ingress_seen: bool,
+    /// When the server's last bytes arrived: the end of a response the client cut short.
+    last_ingress_ns: Option<u64>,
     events: Vec<H2Event>,
     extra_ai_hosts: Arc<Vec<String>>,
 }
@@ -44,6 +46,7 @@ impl H2Connection {
             classified: false,
             deferred: Vec::new(),
             ingress_seen: false,
+            last_ingress_ns: None,
             events: Vec::new(),
             extra_ai_hosts,
         }
@@ -67,6 +70,9 @@ impl H2Connection {
             Direction::Egress => Role::Request,
             Direction::Ingress => Role::Response,
         };
+        if role == Role::Response {
+            self.last_ingress_ns = Some(ts_ns);
+        }
         if role == Role::Response && !self.ingress_seen {
             self.ingress_seen = true;
             // The peer sends the client preface: we are the server of this connection.
@@ -86,8 +92,15 @@ impl H2Connection {
         result
     }
 
-    /// The connection ended. Streams still open are counted by the caller (`unanswered`).
-    pub fn finish(&mut self, out: &mut Outcome) {
+    /// The connection ended: responses cut by the close complete with what arrived (as on
+    /// HTTP/1.1); streams still unanswered are counted by the caller (`unanswered`).
+    pub fn finish(&mut self, ts_ns: u64, out: &mut Outcome) {
+        let mut events = std::mem::take(&mut self.events);
+        self.parser.finish(&mut events);
+        for event in events.drain(..) {
+            self.on_event(ts_ns, event, out);
+        }
+        self.events = events;
         out.failures.append(&mut self.deferred);
     }
 
@@ -120,8 +133,9 @@ impl H2Connection {
                     open.first_body_ns.get_or_insert(ts_ns);
                 }
             }
-            H2Event::Complete { id, request, response } => {
+            H2Event::Complete { id, request, response, cut } => {
                 let Some(open) = self.open.remove(&id) else { return };
+                out.cut_responses += u64::from(cut);
                 if let Some(endpoint) = open.endpoint {
                     out.exchanges.push(Exchange {
                         endpoint,
@@ -130,7 +144,7 @@ impl H2Connection {
                         response,
                         request_start_ns: open.start_ns,
                         response_first_body_ns: open.first_body_ns,
-                        response_end_ns: ts_ns,
+                        response_end_ns: if cut { self.last_ingress_ns.unwrap_or(ts_ns) } else { ts_ns },
                     });
                 }
             }

@@ -152,3 +152,18 @@ fn unanswered_streams_count_at_close() {
     t.on_close(ConnId { tgid: 200, conn: 7 }, 9, &mut out);
     assert_eq!(out.failures, vec!["no_response"]);
 }
+
+#[test]
+fn client_cancel_after_the_last_event_still_meters_the_stream() {
+    let mut t = tracker();
+    let mut out = Output::default();
+    let bytes = [PREFACE.as_slice(), &request(1, "/v1/chat/completions")].concat();
+    t.on_chunk(&chunk(8, Direction::Egress, 5, &bytes), &mut out);
+    let head = frame(HEADERS, END_HEADERS, 1, &block(&[(":status", "200"), ("content-type", "application/json")]));
+    t.on_chunk(&chunk(8, Direction::Ingress, 20, &[head, frame(DATA, 0, 1, RESP.as_bytes())].concat()), &mut out);
+    t.on_chunk(&chunk(8, Direction::Egress, 30, &frame(3, 0, 1, &[0, 0, 0, 8])), &mut out);
+    assert_eq!(out.exchanges.len(), 1);
+    assert_eq!(out.exchanges[0].exchange.response_end_ns, 20, "ends with the last bytes read");
+    assert_eq!(out.cut_responses, 1);
+    assert!(out.failures.is_empty());
+}

@@ -97,7 +97,7 @@ impl Connection {
             Connection::Undecided { .. } => Ok(()),
             Connection::Http1(c) => c.finish(ts_ns, out).map_err(ConnError::Http),
             Connection::Http2(c) => {
-                c.finish(out);
+                c.finish(ts_ns, out);
                 Ok(())
             }
         }

@@ -125,6 +125,7 @@ impl Tracker {
 
     fn absorb(&mut self, origin: Origin, ts_ns: u64, mut outcome: Outcome, out: &mut Output) {
         out.failures.append(&mut outcome.failures);
+        out.cut_responses += outcome.cut_responses;
         for exchange in outcome.exchanges {
             out.exchanges.push(TrackedExchange { origin, exchange });
         }
