@@ -5,5 +5,6 @@
 //! types never carry payload bytes, only positions, lengths and reasons.
 
 pub mod http;
+pub mod http2;
 pub mod llm;
 pub mod tokens;

@@ -22,6 +22,9 @@ pub struct ServerOpts {
     /// Listen on this port instead of an OS-chosen one (e.g. one the agent watches for plain
     /// HTTP).
     pub port: Option<u16>,
+    /// Serve HTTP/2 too (`fixtures/llm_server_h2.py`: ALPN h2 and http/1.1, same responses and
+    /// log, each HTTP/2 entry marked `"http_version": "2"`).
+    pub http2: bool,
 }
 
 pub struct LlmServer {
@@ -50,7 +53,8 @@ impl LlmServer {
         let stderr = dir.join("server.stderr");
         let err = std::fs::File::create(&stderr).expect("create server stderr");
         let mut cmd = Command::new(env::python());
-        cmd.arg(env::fixtures_dir().join("llm_server.py"))
+        let script = if opts.http2 { "llm_server_h2.py" } else { "llm_server.py" };
+        cmd.arg(env::fixtures_dir().join(script))
             .arg("--cert")
             .arg(&certs.cert)
             .arg("--key")
@@ -188,6 +192,10 @@ impl ServerEntry {
     /// Peer port of the TLS connection (same value = same connection).
     pub fn client_port(&self) -> u64 {
         self.0.get("client_port").and_then(Value::as_u64).unwrap_or(0)
+    }
+    /// `Some("2")` when the exchange was served over HTTP/2 (llm_server_h2.py).
+    pub fn http_version(&self) -> Option<&str> {
+        self.str_field("http_version")
     }
     /// Size of the request body the server received.
     pub fn request_bytes(&self) -> u64 {

@@ -38,6 +38,8 @@ pub struct Outcome {
     pub classified: Option<bool>,
     /// Responses completed by the connection's close before their framing said they ended.
     pub cut_responses: u64,
+    /// Exchanges lost to parse failures that leave the connection usable (HTTP/2 streams).
+    pub failures: Vec<&'static str>,
 }
 
 pub struct HttpConnection {
@@ -71,6 +73,15 @@ pub fn host_and_port(head: &Head) -> (String, Option<u16>) {
     }
 }
 
+/// Whether a connection's first request shows an AI API: a recognised endpoint, a known or
+/// configured AI host, or a path prefix AI servers use.
+pub fn is_ai_connection(endpoint_known: bool, host: &str, target: &str, extra_ai_hosts: &[String]) -> bool {
+    endpoint_known
+        || llm::is_known_ai_host(host)
+        || extra_ai_hosts.iter().any(|h| h == host)
+        || AI_PATH_PREFIXES.iter().any(|p| target.starts_with(p))
+}
+
 fn request_target(head: &Head) -> (&str, &str) {
     match &head.start {
         Start::Request { method, target } => (method.as_str(), target.as_str()),
@@ -91,10 +102,6 @@ impl HttpConnection {
             events: Vec::new(),
             extra_ai_hosts,
         }
-    }
-
-    fn is_ai_host(&self, host: &str) -> bool {
-        llm::is_known_ai_host(host) || self.extra_ai_hosts.iter().any(|h| h == host)
     }
 
     /// Feeds bytes (or, with `data == None`, a gap of `gap` lost bytes) of one direction.
@@ -157,9 +164,7 @@ impl HttpConnection {
                 let endpoint = llm::recognise(method, &host, target);
                 if !self.classified {
                     self.classified = true;
-                    let ai = endpoint.is_some()
-                        || self.is_ai_host(&host)
-                        || AI_PATH_PREFIXES.iter().any(|p| target.starts_with(p));
+                    let ai = is_ai_connection(endpoint.is_some(), &host, target, &self.extra_ai_hosts);
                     out.classified = Some(ai);
                 }
                 self.responses.push_request_method(method);

@@ -2,6 +2,8 @@
 pub mod conn;
 pub mod cursor;
 pub mod endpoint;
+pub mod h2;
+pub mod proto;
 pub mod tracker;
 
 pub use conn::Exchange;
@@ -10,3 +12,6 @@ pub use tracker::{Origin, Output, TrackedExchange, Tracker, TrackerConfig, Verdi
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod h2_tests;

@@ -68,8 +68,8 @@ fn server_side_and_non_ai_connections_are_ignored() {
     t.on_chunk(&chunk(3, Direction::Egress, 1, &json_response(RESP)), &mut out);
     // A client fetching a web page from an unknown host.
     t.on_chunk(&chunk(4, Direction::Egress, 1, b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n"), &mut out);
-    // HTTP/2 preface.
-    t.on_chunk(&chunk(5, Direction::Egress, 1, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), &mut out);
+    // The server end of an HTTP/2 connection: the client preface arrives.
+    t.on_chunk(&chunk(5, Direction::Ingress, 1, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), &mut out);
     let ignored: Vec<u64> = out.verdicts.iter().filter(|(_, v)| *v == Verdict::Ignore).map(|(id, _)| id.conn).collect();
     assert_eq!(ignored, vec![2, 3, 4, 5]);
     assert!(out.failures.is_empty(), "ignoring is not a parse failure");

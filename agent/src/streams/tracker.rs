@@ -2,12 +2,11 @@
 //! decides which connections are worth capturing, and hands complete exchanges on.
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
-use tokentap_proto::http::HttpError;
-
 use super::{
-    conn::{Exchange, HttpConnection, Outcome},
+    conn::{Exchange, Outcome},
     cursor::CallCursor,
     endpoint::{Endpoint, Endpoints},
+    proto::{ConnError, Connection},
 };
 use crate::capture::event::{ConnId, DataChunk, Direction, TlsLibrary};
 
@@ -48,7 +47,7 @@ pub struct Output {
 }
 
 struct Tracked {
-    http: HttpConnection,
+    http: Connection,
     egress: CallCursor,
     ingress: CallCursor,
     origin: Origin,
@@ -107,7 +106,7 @@ impl Tracker {
         let origin = Origin { id: chunk.id, tid: chunk.tid, cgroup_id: chunk.cgroup_id, library: chunk.library };
         let (body_cap, hosts) = (self.body_cap, self.extra_ai_hosts.clone());
         let tracked = self.conns.entry(chunk.id).or_insert_with(|| Tracked {
-            http: HttpConnection::new(body_cap, hosts),
+            http: Connection::new(body_cap, hosts),
             egress: CallCursor::default(),
             ingress: CallCursor::default(),
             origin,
@@ -139,6 +138,8 @@ impl Tracker {
     }
 
     fn absorb(&mut self, origin: Origin, ts_ns: u64, outcome: Outcome, out: &mut Output) {
+        out.failures.extend(outcome.failures.iter().map(|r| (*r, origin.library)));
+        out.cut_responses += outcome.cut_responses;
         for exchange in outcome.exchanges {
             out.exchanges.push(TrackedExchange { origin, exchange, endpoint: self.endpoints.get(origin.id) });
         }
@@ -155,10 +156,10 @@ impl Tracker {
         out.verdicts.push((id, Verdict::Ignore));
     }
 
-    fn fail(&mut self, id: ConnId, library: TlsLibrary, ts_ns: u64, error: &HttpError, out: &mut Output) {
-        // Bytes that are not HTTP/1.x of the expected role are a verdict, not a failure: the
-        // server side of a connection, HTTP/2, or another protocol over TLS.
-        if *error != HttpError::NotHttp {
+    fn fail(&mut self, id: ConnId, library: TlsLibrary, ts_ns: u64, error: &ConnError, out: &mut Output) {
+        // Bytes that are not an HTTP client's are a verdict, not a failure: the server side of
+        // a connection, or another protocol over TLS.
+        if !error.is_verdict() {
             out.failures.push((error.reason(), library));
         }
         self.ignore(id, ts_ns, out);
@@ -184,11 +185,12 @@ impl Tracker {
         }
         out.cut_responses += outcome.cut_responses;
         let endpoint = self.endpoints.get(tracked.origin.id);
+        out.failures.extend(outcome.failures.iter().map(|r| (*r, tracked.origin.library)));
         for exchange in outcome.exchanges {
             out.exchanges.push(TrackedExchange { origin: tracked.origin, exchange, endpoint: endpoint.clone() });
         }
         if let Err(e) = result {
-            if e != HttpError::NotHttp {
+            if !e.is_verdict() {
                 out.failures.push((e.reason(), tracked.origin.library));
             }
         } else if tracked.http.unanswered() > 0 {
