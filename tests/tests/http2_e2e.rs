@@ -11,7 +11,7 @@ use tokentap_tests::{clients, require_bpf, Case, LlmServer, ServerEntry, ServerO
 #[test]
 fn h2_server_fixture_serves_both_protocols() {
     let case = Case::new();
-    let server = LlmServer::start(ServerOpts { gzip: true, http2: true });
+    let server = LlmServer::start(ServerOpts { gzip: true, http2: true, ..Default::default() });
     curl_chat(&case, &server, false, &["--compressed"]);
     curl_chat(&case, &server, true, &[]);
     let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]});
@@ -27,7 +27,7 @@ fn h2_server_fixture_serves_both_protocols() {
 }
 
 fn h2_server(case: &Case, gzip: bool) -> LlmServer {
-    case.server(ServerOpts { gzip, http2: true })
+    case.server(ServerOpts { gzip, http2: true, ..Default::default() })
 }
 
 fn curl_case(stream: bool, gzip: bool) {
