@@ -23,6 +23,7 @@ pub mod clients;
 pub mod collector;
 pub mod env;
 pub mod expect;
+pub mod go;
 pub mod kube;
 pub mod metered;
 pub mod records;
