@@ -113,11 +113,24 @@ pub struct GoRun<'a> {
 /// Runs the client against `server` with the case's key and prompt; waits for the agent to
 /// have probed the binary before letting it make its first call. Panics unless it succeeds.
 pub fn run(case: &Case, server: &LlmServer, opts: &GoRun<'_>) -> ClientRun {
-    let bin = client(opts.build);
+    run_bin(case, server, &client(opts.build), opts, true)
+}
+
+/// A private copy of a variant's binary in the server's dir: a file (inode) the agent has
+/// never seen.
+pub fn fresh_copy(server: &LlmServer, build: Build) -> PathBuf {
+    let copy = server.dir.join(format!("go_client-{}", build.name()));
+    std::fs::copy(client(build), &copy).expect("copy the Go client");
+    copy
+}
+
+/// Runs `bin`; with `synchronized`, first waits until the agent has probed it (see the module
+/// docs), else lets it race the agent.
+pub fn run_bin(case: &Case, server: &LlmServer, bin: &Path, opts: &GoRun<'_>, synchronized: bool) -> ClientRun {
     let prompt = case.prompt_file(server);
     let tag = format!("go_client-{}-{}", opts.build.name(), env::random_hex(3));
     let err_path = server.dir.join(format!("{tag}.stderr"));
-    let mut cmd = Command::new(&bin);
+    let mut cmd = Command::new(bin);
     cmd.arg("-base-url")
         .arg(server.openai_base_url())
         .arg("-ca")
@@ -128,11 +141,13 @@ pub fn run(case: &Case, server: &LlmServer, opts: &GoRun<'_>) -> ClientRun {
         .arg(opts.scenario)
         .arg("-prompt-file")
         .arg(&prompt)
-        .arg("-wait-stdin")
         .env_remove("SSLKEYLOGFILE")
         .env_remove("GODEBUG");
     if opts.http2 {
         cmd.arg("-http2");
+    }
+    if synchronized {
+        cmd.arg("-wait-stdin");
     }
     env::no_proxy(&mut cmd);
     env::set_pdeathsig(&mut cmd, libc::SIGKILL);
@@ -146,9 +161,11 @@ pub fn run(case: &Case, server: &LlmServer, opts: &GoRun<'_>) -> ClientRun {
     let id: Value = serde_json::from_str(identity.trim()).expect("identity JSON");
     assert_eq!(id["pid"].as_u64(), Some(pid as u64), "the client is the process we spawned");
 
-    wait_probed(&bin);
     let mut stdin = child.stdin.take().expect("piped stdin");
-    stdin.write_all(b"go\n").expect("release the client");
+    if synchronized {
+        wait_probed(bin);
+        stdin.write_all(b"go\n").expect("release the client");
+    }
     drop(stdin);
 
     let deadline = spawned_at + CLIENT_TIMEOUT;
@@ -196,22 +213,34 @@ pub fn wait_probed(bin: &Path) {
 }
 
 /// [`Case::check_all`] for Go records: every field as for OpenSSL clients, but the record
-/// must name the `go` TLS library.
+/// must name the `go` TLS library. Concurrent calls finish in any order, so each record is
+/// paired with a server entry it fully matches (each entry used once), not by position.
 pub fn check_all(case: &Case, server: &LlmServer, recs: &[Value], client: &ClientRun) {
     let entries = server.entries();
     assert_eq!(entries.len(), recs.len(), "server answered {} request(s), agent wrote {}", entries.len(), recs.len());
-    for (i, (rec, entry)) in recs.iter().zip(&entries).enumerate() {
-        let exp = Expected::from_entry(entry, server.port).with_process(
-            client.pid,
-            client.comm.as_deref(),
-            client.exe.as_deref(),
-        );
-        // `Expected` assumes OpenSSL clients; the library is checked right below instead.
-        let bad: Vec<String> = record_mismatches(rec, &exp, case.started, &case.secrets())
+    let expected: Vec<Expected> = entries
+        .iter()
+        .map(|e| {
+            Expected::from_entry(e, server.port).with_process(client.pid, client.comm.as_deref(), client.exe.as_deref())
+        })
+        .collect();
+    // `Expected` assumes OpenSSL clients; the library is checked separately.
+    let mismatches = |rec: &Value, exp: &Expected| -> Vec<String> {
+        record_mismatches(rec, exp, case.started, &case.secrets())
             .into_iter()
             .filter(|m| !m.starts_with("tls_library:"))
-            .collect();
-        assert!(bad.is_empty(), "record #{i} of {} mismatches:\n  {}", recs.len(), bad.join("\n  "));
+            .collect()
+    };
+    let mut used = vec![false; expected.len()];
+    for (i, rec) in recs.iter().enumerate() {
         assert_eq!(rec["tls_library"], "go", "record #{i}: tls_library");
+        match (0..expected.len()).find(|&k| !used[k] && mismatches(rec, &expected[k]).is_empty()) {
+            Some(k) => used[k] = true,
+            None => panic!(
+                "record #{i} of {} matches no server entry; against entry #{i}:\n  {}",
+                recs.len(),
+                mismatches(rec, &expected[i]).join("\n  ")
+            ),
+        }
     }
 }
