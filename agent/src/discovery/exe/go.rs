@@ -58,8 +58,13 @@ pub struct GoProbes {
     pub source: &'static str,
 }
 
-/// True for Go executables (they all carry build information and a function table).
+/// True for Go executables (they all carry build information and a function table). Without
+/// section headers, by the build information's magic in the loaded data.
 pub fn is_go(elf: &object::File<'_>) -> bool {
+    if elf.sections().next().is_none() {
+        let finder = memchr::memmem::Finder::new(b"\xff Go buildinf:");
+        return elf.segments().filter_map(|seg| seg.data().ok()).any(|data| finder.find(data).is_some());
+    }
     [".go.buildinfo", ".gopclntab", ".data.rel.ro.gopclntab", ".note.go.buildid"]
         .iter()
         .any(|name| elf.section_by_name(name).is_some())

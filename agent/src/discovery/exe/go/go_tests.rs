@@ -6,11 +6,14 @@ use std::process::Command;
 
 use super::*;
 
-const VARIANTS: &[(&str, &[&str])] = &[
-    ("default", &[]),
-    ("stripped", &["-ldflags=-s -w"]),
-    ("pie", &["-buildmode=pie"]),
-    ("pie-stripped", &["-buildmode=pie", "-ldflags=-s -w"]),
+/// (name, `go build` flags, cgo). With cgo (the default where a C compiler exists) Go links
+/// through the system linker; without, its own linker lays out a PIE differently.
+const VARIANTS: &[(&str, &[&str], bool)] = &[
+    ("default", &[], true),
+    ("stripped", &["-ldflags=-s -w"], true),
+    ("pie", &["-buildmode=pie"], true),
+    ("pie-stripped", &["-buildmode=pie", "-ldflags=-s -w"], true),
+    ("nocgo-pie-stripped", &["-buildmode=pie", "-ldflags=-s -w"], false),
 ];
 
 fn workspace() -> PathBuf {
@@ -18,7 +21,10 @@ fn workspace() -> PathBuf {
 }
 
 /// Builds (or reuses) one variant of the Go test client.
-fn build(variant: &str, flags: &[&str]) -> PathBuf {
+fn build(variant: &str, flags: &[&str], cgo: bool) -> PathBuf {
+    // Tests run in parallel; two builds of one output must not interleave.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let root = workspace();
     let src = root.join("tests/fixtures/go_client");
     let out = root.join("target/go-client/unit").join(variant).join("go_client");
@@ -41,6 +47,7 @@ fn build(variant: &str, flags: &[&str]) -> PathBuf {
         .env("GOPATH", root.join("target/go-path"))
         .env("GOPROXY", "off")
         .env("GOFLAGS", "")
+        .env("CGO_ENABLED", if cgo { "1" } else { "0" })
         .status()
         .expect("`go` not found: run `cargo xtask setup` (installs Debian golang-go)");
     assert!(status.success(), "go build {variant} failed");
@@ -68,8 +75,8 @@ fn check_site(bytes: &[u8], site: &Site, what: &str) {
 
 #[test]
 fn real_go_binaries_in_every_layout() {
-    for &(variant, flags) in VARIANTS {
-        let path = build(variant, flags);
+    for &(variant, flags, cgo) in VARIANTS {
+        let path = build(variant, flags, cgo);
         let bytes = std::fs::read(&path).expect("read go binary");
         let elf = object::File::parse(&*bytes).expect("ELF");
         assert!(is_go(&elf));
@@ -97,6 +104,22 @@ fn real_go_binaries_in_every_layout() {
             assert_eq!(table_write, plan.write, "{variant}: RETs by pclntab size vs symtab size");
         }
     }
+}
+
+#[test]
+fn without_section_headers_the_table_is_found_in_the_segments() {
+    // What sstrip-like tools leave: e_shoff, e_shnum and e_shstrndx zeroed, so no section
+    // (no .symtab, no .gopclntab) is visible; only the program headers remain.
+    let mut bytes = std::fs::read(build("stripped", &["-ldflags=-s -w"], true)).expect("read");
+    bytes[0x28..0x30].fill(0);
+    bytes[0x3c..0x40].fill(0);
+    let elf = object::File::parse(&*bytes).expect("ELF");
+    assert!(elf.sections().next().is_none(), "section headers still visible");
+    assert!(is_go(&elf));
+    let plan = plan(&elf).expect("plan").expect("crypto/tls found");
+    assert_eq!(plan.source, "pclntab");
+    check_site(&bytes, &plan.write, "headerless Write");
+    check_site(&bytes, &plan.read, "headerless Read");
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //!   uintptr} with absolute entries, and `_func` starts with {entry uintptr, nameOff i32}.
 //!
 //! Every read is bounds-checked: a corrupt or hostile table yields an error or no match.
-use object::{Object, ObjectSection};
+use object::{Object, ObjectSection, ObjectSegment};
 use thiserror::Error;
 
 pub const MAGIC_GO116: u32 = 0xffff_fffa;
@@ -112,6 +112,12 @@ impl<'a> Pclntab<'a> {
         for name in MERGED_SECTIONS {
             let Some(data) = elf.section_by_name(name).and_then(|s| s.data().ok()) else { continue };
             if let Some(table) = scan(data) {
+                return Ok(table);
+            }
+        }
+        // No section headers at all (removed by sstrip-like tools): the loaded segments.
+        if elf.sections().next().is_none() {
+            if let Some(table) = elf.segments().filter_map(|seg| seg.data().ok()).find_map(scan) {
                 return Ok(table);
             }
         }
