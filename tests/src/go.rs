@@ -244,3 +244,70 @@ pub fn check_all(case: &Case, server: &LlmServer, recs: &[Value], client: &Clien
         }
     }
 }
+
+/// The Go client in reverse-proxy mode: a TLS server for clients, a TLS client of `upstream`.
+/// Killed on drop.
+pub struct GoProxy {
+    pub run: ClientRun,
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl GoProxy {
+    /// Starts the proxy in front of `upstream` and waits until the agent has probed it.
+    pub fn start(upstream: &LlmServer, build: Build) -> GoProxy {
+        let bin = client(build);
+        let certs = certs::certs();
+        let err_path = upstream.dir.join(format!("go_proxy-{}.stderr", env::random_hex(3)));
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-proxy-upstream")
+            .arg(upstream.origin())
+            .arg("-ca")
+            .arg(&certs.ca)
+            .arg("-cert")
+            .arg(&certs.cert)
+            .arg("-key")
+            .arg(&certs.key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&err_path).expect("stderr file"));
+        env::no_proxy(&mut cmd);
+        env::set_pdeathsig(&mut cmd, libc::SIGKILL);
+        let spawned_at = Instant::now();
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = |what: &str| -> Value {
+            let mut l = String::new();
+            stdout.read_line(&mut l).unwrap_or_else(|e| panic!("go proxy {what}: {e}"));
+            serde_json::from_str(l.trim()).unwrap_or_else(|_| panic!("go proxy {what} line is not JSON"))
+        };
+        let id = line("identity");
+        let port = line("port")["port"].as_u64().expect("port") as u16;
+        wait_probed(&bin);
+        use std::os::unix::process::ExitStatusExt;
+        let run = ClientRun {
+            what: "go_proxy".into(),
+            pid: child.id(),
+            comm: id["comm"].as_str().map(String::from),
+            exe: id["exe"].as_str().map(String::from),
+            starttime_ticks: id["starttime_ticks"].as_u64(),
+            spawned_at,
+            status: std::process::ExitStatus::from_raw(0),
+            stdout: String::new(),
+            stderr_tail: String::new(),
+        };
+        GoProxy { run, port, child }
+    }
+
+    /// `https://127.0.0.1:PORT/v1`.
+    pub fn openai_base_url(&self) -> String {
+        format!("https://127.0.0.1:{}/v1", self.port)
+    }
+}
+
+impl Drop for GoProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,7 +6,8 @@
 //! Needs root + kernel BTF (TOKENTAP_REQUIRE_BPF=1 fails instead of skipping), `go` (Debian
 //! golang-go, installed by `cargo xtask test`), and the test Python for the server.
 use tokentap_tests::go::{self, Build, GoRun};
-use tokentap_tests::{require_bpf, Case, ServerOpts};
+use tokentap_tests::records::{self, RECORD_TIMEOUT};
+use tokentap_tests::{clients, require_bpf, Case, Expected, ServerOpts};
 
 /// One client run of `scenario` making `n` calls, fully checked.
 fn go_case(build: Build, scenario: &str, n: usize, http2: bool, opts: ServerOpts) {
@@ -84,6 +85,49 @@ fn go_short_lived_first_run_does_not_leave_the_binary_unprobed() {
     let recs = case.wait_records(&server, 1);
     go::check_all(&case, &server, &recs, &run);
     case.finish(&racing);
+    case.finish(&server);
+}
+
+#[test]
+fn go_gateway_meters_its_client_side_only() {
+    if !require_bpf() {
+        return;
+    }
+    // Python (OpenSSL) -> Go reverse proxy (a crypto/tls server) -> fake server (the proxy's
+    // crypto/tls client). Both client sides are metered, each exactly once; the proxy's
+    // server side, which reads the request first, yields nothing.
+    let case = Case::new();
+    let server = case.server(ServerOpts::default());
+    let proxy = go::GoProxy::start(&server, Build::Default);
+    let prompt = case.prompt_file(&server);
+    let args: Vec<std::ffi::OsString> = vec![
+        "--base-url".into(),
+        proxy.openai_base_url().into(),
+        "--ca".into(),
+        tokentap_tests::certs().ca.clone().into(),
+        "--api-key".into(),
+        case.api_key.clone().into(),
+        "--scenario".into(),
+        "chat".into(),
+        "--prompt-file".into(),
+        prompt.into(),
+    ];
+    let python = clients::run_python("openai_client.py", &args, &server.dir);
+    case.expect_ok(&python);
+
+    // The Go proxy's call to the fake server.
+    let upstream = case.wait_records(&server, 1);
+    go::check_all(&case, &server, &upstream, &proxy.run);
+    // Python's call to the proxy: same usage, the proxy's port, OpenSSL.
+    let front = records::wait_records_since(server.usage_offset, proxy.port, 1, RECORD_TIMEOUT, &case.secrets());
+    assert_eq!(front.len(), 1, "records for the proxy's port");
+    let entry = &server.entries()[0];
+    let exp =
+        Expected::from_entry(entry, proxy.port).with_process(python.pid, python.comm.as_deref(), python.exe.as_deref());
+    case.check(&front[0], &exp);
+    // Nothing else from the proxy process: its server side was recognised and left alone.
+    assert_eq!(records::records_with_pid(proxy.run.pid).len(), 1, "records of the Go proxy process");
+    drop(proxy);
     case.finish(&server);
 }
 
