@@ -140,6 +140,7 @@ fn code_at<'d>(elf: &object::File<'d>, func: Func) -> Option<&'d [u8]> {
 }
 
 pub fn attach(capture: &mut Capture, exe: &Executable) -> Result<Option<ExeProbes>, CaptureError> {
+    let started = std::time::Instant::now();
     let Some(elf) = exe.elf() else { return Ok(None) };
     let probes = match plan(&elf) {
         Ok(Some(probes)) => probes,
@@ -150,6 +151,7 @@ pub fn attach(capture: &mut Capture, exe: &Executable) -> Result<Option<ExeProbe
             return Ok(None);
         }
     };
+    let planned_us = started.elapsed().as_micros() as u64;
     let mut attached = 0;
     let mut at = |capture: &mut Capture, program: &'static str, offset: u64| {
         attached += 1;
@@ -166,7 +168,14 @@ pub fn attach(capture: &mut Capture, exe: &Executable) -> Result<Option<ExeProbe
         Some(offset) => at(capture, PROG_CLOSE, offset)?,
         None => missing_optional.push(CLOSE),
     }
-    tracing::debug!(exe = %exe.path.display(), source = probes.source, "Go crypto/tls functions found");
+    // Timings tell how long a new Go program runs unprobed after its exec.
+    tracing::debug!(
+        exe = %exe.path.display(),
+        source = probes.source,
+        planned_us,
+        attached_us = started.elapsed().as_micros() as u64 - planned_us,
+        "Go crypto/tls probed"
+    );
     Ok(Some(ExeProbes { library: TlsLibrary::Go, probes: attached, missing_optional }))
 }
 
