@@ -47,7 +47,8 @@ fn have_libpython() -> bool {
 
 fn ensure_system_tools() -> Result<()> {
     let mut missing: Vec<&str> =
-        [("curl", "curl"), ("openssl", "openssl"), ("setpriv", "util-linux"), ("unshare", "util-linux")]
+        // `go` builds the Go test client (tests/fixtures/go_client, standard library only).
+        [("curl", "curl"), ("openssl", "openssl"), ("setpriv", "util-linux"), ("unshare", "util-linux"), ("go", "golang-go")]
             .into_iter()
             .filter(|(tool, _)| !have(tool))
             .map(|(_, pkg)| pkg)

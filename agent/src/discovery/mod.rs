@@ -135,7 +135,8 @@ impl Discovery {
     pub fn consider_executable(&mut self, capture: &mut Capture, pid: u32) {
         let path = PathBuf::from(format!("/proc/{pid}/exe"));
         let Ok(meta) = std::fs::metadata(&path) else { return };
-        if !meta.is_file() || !self.executables_seen.insert((meta.dev(), meta.ino())) {
+        let inode = (meta.dev(), meta.ino());
+        if !meta.is_file() || !self.executables_seen.insert(inode) {
             return;
         }
         // The probes outlive the process: attach through a stable name of the same file when
@@ -149,6 +150,7 @@ impl Discovery {
             Ok(e) => e,
             Err(e) => {
                 tracing::debug!(exe = %target.display(), error = %e, "cannot read executable");
+                self.executables_seen.remove(&inode);
                 return;
             }
         };
@@ -160,6 +162,10 @@ impl Discovery {
                 }
                 Err(e) => {
                     self.failures += 1;
+                    // Usually the process was gone before its probes were placed (a short Go
+                    // program can finish within the ~10-30 ms that takes, and its
+                    // /proc/PID/root path goes with it): let its next exec try again.
+                    self.executables_seen.remove(&inode);
                     tracing::warn!(exe = %target.display(), error = %e, "not probing this executable");
                 }
             }
