@@ -152,10 +152,12 @@ impl Discovery {
                 return;
             }
         };
+        let started = Instant::now();
         for result in exe::attach_all(capture, &executable) {
             match result {
                 Ok(found) => {
-                    tracing::info!(exe = %target.display(), library = found.library.as_str(), probes = found.probes, missing_optional = ?found.missing_optional, "attached probes to executable");
+                    let ms = started.elapsed().as_millis() as u64;
+                    tracing::info!(exe = %target.display(), library = found.library.as_str(), probes = found.probes, missing_optional = ?found.missing_optional, ms, "attached probes to executable");
                     self.attached_executables.push((target.clone(), found));
                 }
                 Err(e) => {
