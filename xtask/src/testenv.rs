@@ -71,10 +71,11 @@ fn ensure_system_tools() -> Result<()> {
     run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing))
 }
 
-/// The npm packages the Node.js tests drive, pinned (the newest `openai` that still runs on
-/// Node 20; 7.x needs Node 22). Installed once under `target/node-clients`, where the tests
-/// find them (`NODE_PATH`).
-const NODE_CLIENTS: &[&str] = &["openai@6.49.0"];
+/// The npm packages the JavaScript tests drive, pinned: the newest `openai` that still runs on
+/// Node 20 (7.x needs Node 22), and Bun (its postinstall puts the stripped linux-x64 binary,
+/// BoringSSL inside, at `bun/bin/bun.exe`). Installed once under `target/node-clients`, where
+/// the tests find them (`NODE_PATH`).
+const NODE_CLIENTS: &[&str] = &["openai@6.49.0", "bun@1.4.5"];
 
 fn ensure_node_clients() -> Result<()> {
     let prefix = workspace_root().join("target").join("node-clients");
@@ -86,7 +87,7 @@ fn ensure_node_clients() -> Result<()> {
     eprintln!("xtask test: installing {NODE_CLIENTS:?} into {}", prefix.display());
     std::fs::create_dir_all(&prefix)?;
     run(Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--no-save", "--loglevel=error", "--prefix"])
+        .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
         .arg(&prefix)
         .args(NODE_CLIENTS))?;
     std::fs::write(&stamp, wanted)?;
