@@ -304,6 +304,7 @@ impl Agent {
             libraries_attached: self.stats.libraries_attached as u64,
             folded: Default::default(),
             unattributed: self.stats.unattributed,
+            unprobed_executables: self.stats.unprobed_executables as u64,
         });
     }
 
@@ -329,6 +330,7 @@ impl Agent {
         self.discovery.tick(&mut self.capture, Instant::now());
         self.stats.libraries_attached = self.discovery.attached.len();
         self.stats.library_attach_failures = self.discovery.failures;
+        self.stats.unprobed_executables = self.discovery.unprobed_executables;
         let kernel = self.capture.counters();
         let lost = (kernel.data_lost + kernel.proc_lost)
             .saturating_sub(self.stats.kernel.data_lost + self.stats.kernel.proc_lost);

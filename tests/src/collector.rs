@@ -62,6 +62,7 @@ pub const METRICS: &[(&str, &str, Kind)] = &[
     ("tokentap.agent.export.failures", "{export}", Kind::Counter),
     ("tokentap.agent.attribute_values.folded", "{value}", Kind::Counter),
     ("tokentap.agent.calls.unattributed", "{call}", Kind::Counter),
+    ("tokentap.agent.executables.unprobed", "{executable}", Kind::Gauge),
 ];
 
 /// Per-call counters, in the order they are checked.

@@ -50,6 +50,8 @@ pub struct Discovery {
     executables_seen: HashSet<(u64, u64)>,
     /// Executables with probes, and which stack.
     pub attached_executables: Vec<(PathBuf, exe::ExeProbes)>,
+    /// Executables with a TLS stack of their own that got no probes (each logged once).
+    pub unprobed_executables: usize,
     rescans: HashMap<u32, Vec<Instant>>,
 }
 
@@ -68,6 +70,7 @@ impl Discovery {
             failures: 0,
             executables_seen: HashSet::new(),
             attached_executables: Vec::new(),
+            unprobed_executables: 0,
             rescans: HashMap::new(),
         }
     }
@@ -153,7 +156,9 @@ impl Discovery {
             }
         };
         let started = Instant::now();
+        let mut probed = false;
         for result in exe::attach_all(capture, &executable) {
+            probed |= result.is_ok();
             match result {
                 Ok(found) => {
                     let ms = started.elapsed().as_millis() as u64;
@@ -164,6 +169,12 @@ impl Discovery {
                     self.failures += 1;
                     tracing::warn!(exe = %target.display(), error = %e, "not probing this executable");
                 }
+            }
+        }
+        if !probed {
+            if let Some(evidence) = exe::unprobed::tls_evidence(executable.bytes()) {
+                self.unprobed_executables += 1;
+                tracing::warn!(exe = %target.display(), stack = evidence.stack, h2 = evidence.h2, "executable has its own TLS stack but no probes: its calls are not metered");
             }
         }
     }

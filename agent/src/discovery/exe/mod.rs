@@ -7,6 +7,7 @@ pub mod go;
 pub mod rustls;
 pub mod static_openssl;
 pub mod symbols;
+pub mod unprobed;
 
 use std::path::{Path, PathBuf};
 
