@@ -70,3 +70,57 @@ fn bun_openai_three_calls() {
     let (case, _server, _recs) = bun_case("keepalive3", 3);
     case.finish(&_server);
 }
+
+/// A stripped BoringSSL build whose `SSL_read` does not match the signature (here: Bun with
+/// one byte of that prologue changed, as another compiler or version would) gets no probes,
+/// and the agent says so: logged once as an unprobed TLS executable, never silently missed.
+/// The unchanged Bun and node, which are probed, are not reported.
+#[test]
+fn unmatched_stripped_boringssl_is_reported_unprobed() {
+    if !require_bpf() {
+        return;
+    }
+    let agent = tokentap_tests::agent();
+    let bun = bun_path();
+    let mut bytes = std::fs::read(&bun).expect("read bun");
+    // `cmp qword [rdi+0x98],0` right after SSL_read's register saves.
+    let sig = [0x55, 0x48, 0x89, 0xe5, 0x41, 0x57, 0x41, 0x56, 0x53, 0x50, 0x48, 0x83, 0xbf, 0x98];
+    let at: Vec<usize> = bytes.windows(sig.len()).enumerate().filter(|(_, w)| *w == sig).map(|(i, _)| i).collect();
+    assert!(!at.is_empty(), "SSL_read prologue not in this bun");
+    for i in at {
+        bytes[i + 13] = 0x99;
+    }
+    let dir = tokentap_tests::env::temp_subdir("unprobed");
+    let copy = dir.join(format!("bun-unmatched-{}", tokentap_tests::env::random_hex(3)));
+    std::fs::write(&copy, &bytes).expect("write copy");
+    drop(bytes);
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    // The copy twice: one report per executable file, not per process. Each lives a while: the
+    // agent inspects a program through its process, after the exec.
+    for exe in [copy.as_path(), copy.as_path(), bun.as_path()] {
+        let out = std::process::Command::new(exe).args(["-e", "await Bun.sleep(1500)"]).output().expect("run bun");
+        assert!(out.status.success(), "{} -e failed", exe.display());
+    }
+    let name = copy.file_name().unwrap().to_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let reported = |log: &str| {
+        log.lines().any(|l| l.contains("no probes") && l.contains(&name) && l.contains("stack=\"boringssl\""))
+    };
+    loop {
+        let log = std::fs::read_to_string(&agent.stderr).unwrap_or_default();
+        if reported(&log) {
+            let unprobed: Vec<&str> = log.lines().filter(|l| l.contains("no probes")).collect();
+            assert_eq!(unprobed.iter().filter(|l| l.contains(&name)).count(), 1, "reported more than once");
+            for probed in ["bun.exe", "/usr/bin/node"] {
+                assert!(!unprobed.iter().any(|l| l.contains(probed)), "{probed} is probed but was reported unprobed");
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not report {name} as an unprobed TLS executable; stderr tail:\n{}",
+            agent.stderr_tail(20, &[])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
