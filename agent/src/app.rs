@@ -95,6 +95,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let mut discovery = Discovery::new();
     discovery.scan_standard_dirs(&mut capture);
     discovery.scan_all_processes(&mut capture);
+    discovery.scan_known_runtimes(&mut capture);
     let sink = match &config.output.usage_log {
         Some(path) => {
             Sink::Log(JsonLines::open(path).map_err(|source| AppError::UsageLog { path: path.clone(), source })?)

@@ -82,3 +82,17 @@ fn node_openai_three_calls_one_connection() {
     assert!(ports.len() < 3, "no TLS session carried more than one call");
     case.finish(&server);
 }
+
+#[test]
+fn node_https_one_connection_per_call() {
+    if !require_bpf() {
+        return;
+    }
+    // node's own https module, `Connection: close`: each session ends with SSL_shutdown and
+    // SSL_free (probed on the executable too) and the next may reuse the freed SSL object's
+    // address; every call must still be its own record with its own counts.
+    let (case, server, _run, _recs) = node_case("https_close3", 3);
+    let ports: std::collections::BTreeSet<u64> = server.entries().iter().map(|e| e.client_port()).collect();
+    assert_eq!(ports.len(), 3, "the calls did not each use their own connection");
+    case.finish(&server);
+}

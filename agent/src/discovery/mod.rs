@@ -28,6 +28,10 @@ pub const STANDARD_DIRS: &[&str] = &[
     "/usr/lib/aarch64-linux-gnu",
 ];
 
+/// Where [`Discovery::scan_known_runtimes`] looks, and for what.
+const KNOWN_RUNTIME_DIRS: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
+const KNOWN_RUNTIMES: &[&str] = &["node", "nodejs", "bun", "deno"];
+
 /// How long after an exec the new process's maps are looked at again (its loader needs time).
 const EXEC_RESCANS: &[Duration] = &[Duration::from_millis(200), Duration::from_secs(2)];
 
@@ -148,6 +152,29 @@ impl Discovery {
             .map(|p| procmaps::host_path(pid, &p))
             .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino()))
             .unwrap_or(path);
+        self.inspect_executable(capture, &target);
+    }
+
+    /// JavaScript runtimes with a TLS stack of their own, probed at start wherever the standard
+    /// `bin` directories have them: a program's first process after the agent starts is
+    /// otherwise inspected only at its exec, and its first calls can outrun the attach (node
+    /// starts sending within a few hundred milliseconds; a debug agent attaches in ~300 ms).
+    pub fn scan_known_runtimes(&mut self, capture: &mut Capture) {
+        for dir in KNOWN_RUNTIME_DIRS {
+            for name in KNOWN_RUNTIMES {
+                let path = Path::new(dir).join(name);
+                let Ok(meta) = std::fs::metadata(&path) else { continue };
+                if meta.is_file() && self.executables_seen.insert((meta.dev(), meta.ino())) {
+                    self.inspect_executable(capture, &path);
+                }
+            }
+        }
+    }
+
+    /// Hands one executable file to every stack's module; counts it when it has a TLS stack
+    /// of its own but nothing attached.
+    fn inspect_executable(&mut self, capture: &mut Capture, target: &Path) {
+        let target = target.to_path_buf();
         let executable = match exe::Executable::open(&target) {
             Ok(e) => e,
             Err(e) => {
@@ -172,7 +199,7 @@ impl Discovery {
             }
         }
         if !probed {
-            if let Some(evidence) = exe::unprobed::tls_evidence(executable.bytes()) {
+            if let Some(evidence) = exe::unprobed::tls_evidence(&exe::unprobed::data_regions(&executable)) {
                 self.unprobed_executables += 1;
                 tracing::warn!(exe = %target.display(), stack = evidence.stack, h2 = evidence.h2, "executable has its own TLS stack but no probes: its calls are not metered");
             }

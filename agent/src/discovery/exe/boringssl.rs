@@ -112,9 +112,11 @@ pub fn locate(text: &[u8], vaddr: u64) -> Result<Found, Miss> {
     }
 }
 
-/// Whether the executable carries BoringSSL at all (cheap test before the `.text` scan).
+/// Whether the executable carries BoringSSL at all (cheap test before the `.text` scan): the
+/// marker is a string, so only constant data is searched.
 pub fn has_marker(exe: &Executable) -> bool {
-    memmem::find(exe.bytes(), &MARKER.concat()).is_some()
+    let finder = memmem::Finder::new(&MARKER.concat()).into_owned();
+    super::unprobed::data_regions(exe).iter().any(|r| finder.find(r).is_some())
 }
 
 pub fn attach(capture: &mut Capture, exe: &Executable) -> Result<Option<ExeProbes>, CaptureError> {

@@ -8,6 +8,9 @@
 //! implementation embeds them; a program that links libssl.so does not), and HTTP over it (the
 //! ALPN name `http/1.1`). The stack is named when a marker says which it is.
 use memchr::memmem;
+use object::{Object, ObjectSection};
+
+use super::Executable;
 
 /// What an executable's bytes say about its TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,12 +34,40 @@ const STACKS: &[(&str, [&[u8]; 2])] = &[
     ("openssl", [b"OpenSSL ", b"1.1"]),
 ];
 
-fn has(bytes: &[u8], pieces: &[&[u8]]) -> bool {
-    memmem::find(bytes, &pieces.concat()).is_some()
+fn has(regions: &[&[u8]], pieces: &[&[u8]]) -> bool {
+    let needle = pieces.concat();
+    let finder = memmem::Finder::new(&needle);
+    regions.iter().any(|r| finder.find(r).is_some())
 }
 
-/// Whether `bytes` (a whole executable) look like an HTTPS client or server with its own TLS.
-pub fn tls_evidence(bytes: &[u8]) -> Option<TlsEvidence> {
+/// The executable's constant data: allocated sections that hold neither code nor debug info
+/// (which are most of a large binary), where string literals live.
+pub fn data_regions(exe: &Executable) -> Vec<&[u8]> {
+    let Some(elf) = exe.elf() else { return Vec::new() };
+    let mut regions = Vec::new();
+    for section in elf.sections() {
+        let object::SectionFlags::Elf { sh_flags } = section.flags() else { continue };
+        let alloc = sh_flags & u64::from(object::elf::SHF_ALLOC) != 0;
+        let code = sh_flags & u64::from(object::elf::SHF_EXECINSTR) != 0;
+        if !alloc || code {
+            continue;
+        }
+        if let Some((start, size)) = section.file_range() {
+            if let Some(bytes) = exe.bytes().get(start as usize..(start + size) as usize) {
+                regions.push(bytes);
+            }
+        }
+    }
+    // No section headers (stripped to the bone, packed): the whole file.
+    if regions.is_empty() {
+        regions.push(exe.bytes());
+    }
+    regions
+}
+
+/// Whether `regions` (an executable's constant data) look like an HTTPS client or server with
+/// its own TLS.
+pub fn tls_evidence(bytes: &[&[u8]]) -> Option<TlsEvidence> {
     let tls13 = has(bytes, &[b"c hs ", b"traffic"]);
     let tls12 = || has(bytes, &[b"master ", b"secret"]) && has(bytes, &[b"key ", b"expansion"]);
     if !(tls13 || tls12()) {
@@ -66,35 +97,45 @@ mod tests {
     #[test]
     fn tls13_client_with_a_named_stack() {
         let go = image(&[b"c hs traffic", b"http/1.1", b"crypto/tls.(*Conn).Write", b"\x02h2\x08http/1.1"]);
-        assert_eq!(tls_evidence(&go), Some(TlsEvidence { stack: "go", h2: true }));
+        assert_eq!(tls_evidence(&[&go]), Some(TlsEvidence { stack: "go", h2: true }));
         let boring = image(&[b"http/1.1", b"../../ssl/ssl_lib.cc", b"c hs traffic"]);
-        assert_eq!(tls_evidence(&boring), Some(TlsEvidence { stack: "boringssl", h2: false }));
+        assert_eq!(tls_evidence(&[&boring]), Some(TlsEvidence { stack: "boringssl", h2: false }));
     }
 
     #[test]
     fn tls12_only_needs_both_prf_labels() {
         let both = image(&[b"master secret", b"key expansion", b"http/1.1"]);
-        assert_eq!(tls_evidence(&both), Some(TlsEvidence { stack: "unknown", h2: false }));
-        assert_eq!(tls_evidence(&image(&[b"master secret", b"http/1.1"])), None);
+        assert_eq!(tls_evidence(&[&both]), Some(TlsEvidence { stack: "unknown", h2: false }));
+        assert_eq!(tls_evidence(&[&image(&[b"master secret", b"http/1.1"])]), None);
     }
 
     #[test]
     fn no_tls_inside_is_not_flagged() {
         // curl links libssl.so: the ALPN name is there, the key schedule is not.
-        assert_eq!(tls_evidence(&image(&[b"http/1.1", b"\x02h2", b"OpenSSL 3.0.11"])), None);
-        assert_eq!(tls_evidence(&image(&[b"hello world"])), None);
-        assert_eq!(tls_evidence(&[]), None);
+        assert_eq!(tls_evidence(&[&image(&[b"http/1.1", b"\x02h2", b"OpenSSL 3.0.11"])]), None);
+        assert_eq!(tls_evidence(&[&image(&[b"hello world"])]), None);
+        assert_eq!(tls_evidence(&[&[]]), None);
     }
 
     #[test]
     fn tls_without_http_is_not_flagged() {
         // A TLS implementation used for something else (mail, databases) carries no LLM calls.
-        assert_eq!(tls_evidence(&image(&[b"c hs traffic", b"smtp"])), None);
+        assert_eq!(tls_evidence(&[&image(&[b"c hs traffic", b"smtp"])]), None);
+    }
+
+    #[test]
+    fn data_regions_leave_out_code_and_debug_info() {
+        let exe = Executable::open(&std::env::current_exe().unwrap()).unwrap();
+        let regions = data_regions(&exe);
+        let total: usize = regions.iter().map(|r| r.len()).sum();
+        assert!(total > 0 && total < exe.bytes().len() / 2, "{total} of {} bytes", exe.bytes().len());
+        // The byte-string literals of the tests above are constant data of this test binary.
+        assert!(has(&regions, &[b"key expansion"]));
     }
 
     #[test]
     fn openssl_versions_are_named() {
         let img = image(&[b"c hs traffic", b"http/1.1", b"OpenSSL 1.1.1w  11 Sep 2023"]);
-        assert_eq!(tls_evidence(&img).map(|e| e.stack), Some("openssl"));
+        assert_eq!(tls_evidence(&[&img]).map(|e| e.stack), Some("openssl"));
     }
 }
