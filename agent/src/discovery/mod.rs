@@ -28,10 +28,6 @@ pub const STANDARD_DIRS: &[&str] = &[
     "/usr/lib/aarch64-linux-gnu",
 ];
 
-/// Where [`Discovery::scan_known_runtimes`] looks, and for what.
-const KNOWN_RUNTIME_DIRS: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
-const KNOWN_RUNTIMES: &[&str] = &["node", "nodejs", "bun", "deno"];
-
 /// How long after an exec the new process's maps are looked at again (its loader needs time).
 const EXEC_RESCANS: &[Duration] = &[Duration::from_millis(200), Duration::from_secs(2)];
 
@@ -155,18 +151,14 @@ impl Discovery {
         self.inspect_executable(capture, &target);
     }
 
-    /// JavaScript runtimes with a TLS stack of their own, probed at start wherever the standard
-    /// `bin` directories have them: a program's first process after the agent starts is
-    /// otherwise inspected only at its exec, and its first calls can outrun the attach (node
-    /// starts sending within a few hundred milliseconds; a debug agent attaches in ~300 ms).
+    /// JavaScript runtimes and CLIs with a TLS stack of their own, probed at start where they
+    /// are usually installed (see [`exe::runtimes`]): a program's first process after the agent
+    /// starts is otherwise inspected only at its exec, and its first calls can outrun the attach.
     pub fn scan_known_runtimes(&mut self, capture: &mut Capture) {
-        for dir in KNOWN_RUNTIME_DIRS {
-            for name in KNOWN_RUNTIMES {
-                let path = Path::new(dir).join(name);
-                let Ok(meta) = std::fs::metadata(&path) else { continue };
-                if meta.is_file() && self.executables_seen.insert((meta.dev(), meta.ino())) {
-                    self.inspect_executable(capture, &path);
-                }
+        for path in exe::runtimes::candidates(Path::new("/")) {
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if self.executables_seen.insert((meta.dev(), meta.ino())) {
+                self.inspect_executable(capture, &path);
             }
         }
     }

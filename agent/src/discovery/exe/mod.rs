@@ -4,6 +4,7 @@
 //! the parsed image and attaches what it recognises.
 pub mod boringssl;
 pub mod go;
+pub mod runtimes;
 pub mod rustls;
 pub mod static_openssl;
 pub mod symbols;
