@@ -4,10 +4,16 @@
 //! `SSL_write_ex(ssl, buf, num, *written)` / `SSL_read_ex(ssl, buf, num, *readbytes)` return 1
 //! and store the count. The entry probe remembers the arguments per thread; the return probe
 //! knows how many bytes really moved (for reads, only then are they in the buffer).
+//!
+//! The same programs serve BoringSSL found by signature in stripped executables: that attach
+//! carries the library id as its cookie; libssl and symbol attaches carry none (0: OpenSSL).
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes, generated::bpf_get_attach_cookie,
+    },
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
+    EbpfContext,
 };
 use tokentap_common::{counter, data_kind, direction, library, NameEvent};
 
@@ -33,9 +39,21 @@ fn enter(ctx: &ProbeContext, dir: u32) -> u32 {
         bump(counter::CALLS_SKIPPED);
         return 0;
     }
-    let args = CallArgs { conn, buf, out_len, direction: dir, library: library::OPENSSL };
+    let args = CallArgs { conn, buf, out_len, direction: dir, library: attached_library(ctx) };
     let _ = ACTIVE_CALLS.insert(&pid_tgid, &args, 0);
     0
+}
+
+/// The library id this attach was tagged with, OpenSSL when untagged.
+#[inline(always)]
+fn attached_library(ctx: &ProbeContext) -> u32 {
+    // SAFETY: the helper only reads the attach's cookie from the program's context.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    if cookie == 0 {
+        library::OPENSSL
+    } else {
+        cookie as u32
+    }
 }
 
 #[uprobe]
@@ -101,7 +119,7 @@ pub fn ssl_close(ctx: ProbeContext) -> u32 {
     }
     let key = tokentap_common::ConnKey { tgid, _pad: 0, conn };
     let _ = CONN_STATE.remove(&key);
-    emit_close(tgid, pid_tgid as u32, conn, library::OPENSSL);
+    emit_close(tgid, pid_tgid as u32, conn, attached_library(&ctx));
     0
 }
 

@@ -97,6 +97,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let mut discovery = Discovery::new();
     discovery.scan_standard_dirs(&mut capture);
     discovery.scan_all_processes(&mut capture);
+    discovery.scan_known_runtimes(&mut capture);
     let sink = match &config.output.usage_log {
         Some(path) => {
             Sink::Log(JsonLines::open(path).map_err(|source| AppError::UsageLog { path: path.clone(), source })?)
@@ -325,6 +326,7 @@ impl Agent {
             folded: Default::default(),
             unattributed: self.stats.unattributed,
             completeness: self.stats.completeness.clone(),
+            unprobed_executables: self.stats.unprobed_executables as u64,
         });
     }
 
@@ -350,6 +352,7 @@ impl Agent {
         self.discovery.tick(&mut self.capture, Instant::now());
         self.stats.libraries_attached = self.discovery.attached.len();
         self.stats.library_attach_failures = self.discovery.failures;
+        self.stats.unprobed_executables = self.discovery.unprobed_executables;
         let kernel = self.capture.counters();
         let lost = (kernel.data_lost + kernel.proc_lost)
             .saturating_sub(self.stats.kernel.data_lost + self.stats.kernel.proc_lost);

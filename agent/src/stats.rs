@@ -16,6 +16,8 @@ pub struct Stats {
     pub kernel: KernelCounters,
     pub libraries_attached: usize,
     pub library_attach_failures: usize,
+    /// Executables with their own TLS stack that got no probes: calls the agent cannot see.
+    pub unprobed_executables: usize,
     pub output_errors: u64,
     /// Calls no mapping rule matched (team `unattributed`): owners to find.
     pub unattributed: u64,
@@ -47,6 +49,9 @@ impl Stats {
             self.kernel.data_lost + self.kernel.proc_lost,
             self.kernel.calls_truncated,
         );
+        if self.unprobed_executables > 0 {
+            s.push_str(&format!(" unprobed_executables={}", self.unprobed_executables));
+        }
         if failures > 0 {
             let by: Vec<String> = self.parse_failures.iter().map(|(r, n)| format!("{r}:{n}")).collect();
             s.push_str(&format!(" ({})", by.join(",")));

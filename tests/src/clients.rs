@@ -43,7 +43,8 @@ impl ClientRun {
     }
 }
 
-fn run(mut cmd: Command, what: &str, dir: &Path) -> ClientRun {
+/// Runs one client process to completion, its output in files under `dir`.
+pub fn run(mut cmd: Command, what: &str, dir: &Path) -> ClientRun {
     let tag = format!("{}-{}", what.replace(['/', '.', ' '], "_"), env::random_hex(3));
     let out_path = dir.join(format!("{tag}.stdout"));
     let err_path = dir.join(format!("{tag}.stderr"));

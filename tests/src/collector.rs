@@ -63,6 +63,7 @@ pub const METRICS: &[(&str, &str, Kind)] = &[
     ("tokentap.agent.attribute_values.folded", "{value}", Kind::Counter),
     ("tokentap.agent.calls.unattributed", "{call}", Kind::Counter),
     ("tokentap.capture.calls", "{call}", Kind::Counter),
+    ("tokentap.agent.executables.unprobed", "{executable}", Kind::Gauge),
 ];
 
 /// Per-call counters, in the order they are checked.

@@ -27,6 +27,7 @@ pub mod go;
 pub mod http2;
 pub mod kube;
 pub mod metered;
+pub mod node;
 pub mod plain;
 pub mod records;
 pub mod server;

@@ -9,6 +9,7 @@ use crate::{run, workspace_root};
 /// Returns the Python interpreter the tests must use.
 pub fn ensure() -> Result<PathBuf> {
     ensure_system_tools()?;
+    ensure_node_clients()?;
     let venv = workspace_root().join("target").join("test-venv");
     let python = venv.join("bin").join("python");
     let requirements = workspace_root().join("tests/fixtures/requirements.txt");
@@ -46,13 +47,20 @@ fn have_libpython() -> bool {
 }
 
 fn ensure_system_tools() -> Result<()> {
-    let mut missing: Vec<&str> =
+    let mut missing: Vec<&str> = [
+        ("curl", "curl"),
+        ("openssl", "openssl"),
+        ("setpriv", "util-linux"),
+        ("unshare", "util-linux"),
+        ("node", "nodejs"),
+        ("npm", "npm"),
         // `go` builds the Go test client (tests/fixtures/go_client, standard library only).
-        [("curl", "curl"), ("openssl", "openssl"), ("setpriv", "util-linux"), ("unshare", "util-linux"), ("go", "golang-go")]
-            .into_iter()
-            .filter(|(tool, _)| !have(tool))
-            .map(|(_, pkg)| pkg)
-            .collect();
+        ("go", "golang-go"),
+    ]
+    .into_iter()
+    .filter(|(tool, _)| !have(tool))
+    .map(|(_, pkg)| pkg)
+    .collect();
     if !have_libpython() {
         missing.push("libpython3.11");
     }
@@ -63,4 +71,27 @@ fn ensure_system_tools() -> Result<()> {
     eprintln!("xtask test: installing {missing:?} with apt-get");
     run(Command::new("apt-get").arg("update").arg("-qq"))?;
     run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing))
+}
+
+/// The npm packages the JavaScript tests drive, pinned: the newest `openai` that still runs on
+/// Node 20 (7.x needs Node 22), and Bun (its postinstall puts the stripped linux-x64 binary,
+/// BoringSSL inside, at `bun/bin/bun.exe`). Installed once under `target/node-clients`, where
+/// the tests find them (`NODE_PATH`).
+const NODE_CLIENTS: &[&str] = &["openai@6.49.0", "bun@1.4.5"];
+
+fn ensure_node_clients() -> Result<()> {
+    let prefix = workspace_root().join("target").join("node-clients");
+    let stamp = prefix.join(".packages");
+    let wanted = NODE_CLIENTS.join("\n");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(());
+    }
+    eprintln!("xtask test: installing {NODE_CLIENTS:?} into {}", prefix.display());
+    std::fs::create_dir_all(&prefix)?;
+    run(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+        .arg(&prefix)
+        .args(NODE_CLIENTS))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(())
 }

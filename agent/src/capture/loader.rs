@@ -157,18 +157,17 @@ impl Capture {
 
     /// Attaches one uprobe program at a symbol, a symbol plus offset, or a file offset of
     /// `path` (Go return sites, signature matches), for every process that maps the file.
-    pub fn attach_at(
+    /// A `UProbeAttachPoint` may carry a cookie the program reads (`bpf_get_attach_cookie`).
+    pub fn attach_at<'a>(
         &mut self,
         program: &'static str,
-        location: aya::programs::uprobe::UProbeAttachLocation<'_>,
+        location: impl Into<aya::programs::uprobe::UProbeAttachPoint<'a>>,
         path: &Path,
     ) -> Result<(), CaptureError> {
         let prog: &mut UProbe = program_mut(&mut self.ebpf, program)?;
-        prog.attach(location, path, UProbeScope::AllProcesses).map(|_| ()).map_err(|source| CaptureError::Attach {
-            path: path.display().to_string(),
-            program,
-            source,
-        })
+        prog.attach(location.into(), path, UProbeScope::AllProcesses)
+            .map(|_| ())
+            .map_err(|source| CaptureError::Attach { path: path.display().to_string(), program, source })
     }
 
     pub fn set_verdict(&mut self, id: ConnId, verdict: u32) {

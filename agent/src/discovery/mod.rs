@@ -50,6 +50,8 @@ pub struct Discovery {
     executables_seen: HashSet<(u64, u64)>,
     /// Executables with probes, and which stack.
     pub attached_executables: Vec<(PathBuf, exe::ExeProbes)>,
+    /// Executables with a TLS stack of their own that got no probes (each logged once).
+    pub unprobed_executables: usize,
     rescans: HashMap<u32, Vec<Instant>>,
 }
 
@@ -68,6 +70,7 @@ impl Discovery {
             failures: 0,
             executables_seen: HashSet::new(),
             attached_executables: Vec::new(),
+            unprobed_executables: 0,
             rescans: HashMap::new(),
         }
     }
@@ -146,6 +149,26 @@ impl Discovery {
             .map(|p| procmaps::host_path(pid, &p))
             .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino()))
             .unwrap_or(path);
+        self.inspect_executable(capture, &target, inode);
+    }
+
+    /// JavaScript runtimes and CLIs with a TLS stack of their own, probed at start where they
+    /// are usually installed (see [`exe::runtimes`]): a program's first process after the agent
+    /// starts is otherwise inspected only at its exec, and its first calls can outrun the attach.
+    pub fn scan_known_runtimes(&mut self, capture: &mut Capture) {
+        for path in exe::runtimes::candidates(Path::new("/")) {
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let inode = (meta.dev(), meta.ino());
+            if self.executables_seen.insert(inode) {
+                self.inspect_executable(capture, &path, inode);
+            }
+        }
+    }
+
+    /// Hands one executable file to every stack's module; counts it when it has a TLS stack
+    /// of its own but nothing attached.
+    fn inspect_executable(&mut self, capture: &mut Capture, target: &Path, inode: (u64, u64)) {
+        let target = target.to_path_buf();
         let executable = match exe::Executable::open(&target) {
             Ok(e) => e,
             Err(e) => {
@@ -154,10 +177,14 @@ impl Discovery {
                 return;
             }
         };
+        let started = Instant::now();
+        let mut probed = false;
         for result in exe::attach_all(capture, &executable) {
+            probed |= result.is_ok();
             match result {
                 Ok(found) => {
-                    tracing::info!(exe = %target.display(), library = found.library.as_str(), probes = found.probes, missing_optional = ?found.missing_optional, "attached probes to executable");
+                    let ms = started.elapsed().as_millis() as u64;
+                    tracing::info!(exe = %target.display(), library = found.library.as_str(), probes = found.probes, missing_optional = ?found.missing_optional, ms, "attached probes to executable");
                     self.attached_executables.push((target.clone(), found));
                 }
                 Err(e) => {
@@ -168,6 +195,12 @@ impl Discovery {
                     self.executables_seen.remove(&inode);
                     tracing::warn!(exe = %target.display(), error = %e, "not probing this executable");
                 }
+            }
+        }
+        if !probed {
+            if let Some(evidence) = exe::unprobed::tls_evidence(&exe::unprobed::data_regions(&executable)) {
+                self.unprobed_executables += 1;
+                tracing::warn!(exe = %target.display(), stack = evidence.stack, h2 = evidence.h2, "executable has its own TLS stack but no probes: its calls are not metered");
             }
         }
     }

@@ -20,6 +20,7 @@ pub struct HealthSnapshot {
     pub folded: BTreeMap<&'static str, u64>,
     pub unattributed: u64,
     pub completeness: Completeness,
+    pub unprobed_executables: u64,
 }
 
 pub type SharedHealth = Arc<Mutex<HealthSnapshot>>;
@@ -109,5 +110,12 @@ pub fn register(meter: &Meter, health: &SharedHealth, exports: &Arc<ExportCounts
         .with_unit("{call}")
         .with_description("Calls no mapping rule attributed (team \"unattributed\")")
         .with_callback(move |o| o.observe(read(&h).unattributed, &[]))
+        .build();
+    let h = health.clone();
+    meter
+        .u64_observable_gauge("tokentap.agent.executables.unprobed")
+        .with_unit("{executable}")
+        .with_description("Executables with a TLS stack of their own that got no probes: their calls are not metered")
+        .with_callback(move |o| o.observe(read(&h).unprobed_executables, &[]))
         .build();
 }

@@ -153,9 +153,10 @@ pub fn attach(capture: &mut Capture, exe: &Executable) -> Result<Option<ExeProbe
     };
     let planned_us = started.elapsed().as_micros() as u64;
     let mut attached = 0;
+    let path = exe.probe_path();
     let mut at = |capture: &mut Capture, program: &'static str, offset: u64| {
         attached += 1;
-        capture.attach_at(program, UProbeAttachLocation::AbsoluteOffset(offset), &exe.path)
+        capture.attach_at(program, UProbeAttachLocation::AbsoluteOffset(offset), &path)
     };
     for (site, enter) in [(&probes.write, PROG_WRITE_ENTER), (&probes.read, PROG_READ_ENTER)] {
         at(capture, enter, site.entry)?;

@@ -4,8 +4,11 @@
 //! the parsed image and attaches what it recognises.
 pub mod boringssl;
 pub mod go;
+pub mod runtimes;
 pub mod rustls;
 pub mod static_openssl;
+pub mod symbols;
+pub mod unprobed;
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +21,9 @@ pub struct Executable {
     /// How the agent reaches the file (`/proc/PID/exe` or a host path).
     pub path: PathBuf,
     map: memmap2::Mmap,
+    /// Kept open so that [`Executable::probe_path`] names this very file for as long as the
+    /// agent inspects it, even after the process it was found through exits.
+    file: std::fs::File,
 }
 
 impl Executable {
@@ -27,7 +33,16 @@ impl Executable {
         // bytes to a parser that validates everything it reads, never undefined behaviour in
         // safe code that indexes checked slices.
         let map = unsafe { memmap2::Mmap::map(&file)? };
-        Ok(Executable { path: path.to_path_buf(), map })
+        Ok(Executable { path: path.to_path_buf(), map, file })
+    }
+
+    /// The path to attach probes through: the agent's own descriptor of the file. A uprobe
+    /// lives on the inode, but the kernel resolves the path at attach time, and
+    /// `/proc/PID/root/...` of a short-lived process (the first `node` run after the agent
+    /// started) vanishes while the probes are still being attached.
+    pub fn probe_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
     }
 
     pub fn bytes(&self) -> &[u8] {
