@@ -60,6 +60,8 @@ pub struct Expected {
     pub pid: Option<u32>,
     pub comm: Option<String>,
     pub exe: Option<String>,
+    /// `tls_library` of the record ("openssl" unless a test says otherwise).
+    pub tls_library: String,
 }
 
 fn u(v: Option<&Value>, path: &[&str]) -> u64 {
@@ -163,6 +165,7 @@ impl Expected {
             pid: None,
             comm: None,
             exe: None,
+            tls_library: "openssl".into(),
         }
     }
 
@@ -171,6 +174,12 @@ impl Expected {
         self.pid = Some(pid);
         self.comm = comm.map(String::from);
         self.exe = exe.map(String::from);
+        self
+    }
+
+    /// Expect the record to come from this TLS stack (`TlsLibrary::as_str`).
+    pub fn with_library(mut self, library: &str) -> Self {
+        self.tls_library = library.into();
         self
     }
 }
@@ -284,7 +293,7 @@ pub fn record_mismatches(rec: &Value, exp: &Expected, not_before: SystemTime, se
         ("response_model", exp.response_model.as_str()),
         ("usage_source", exp.usage_source.as_str()),
         ("server_address", "127.0.0.1"),
-        ("tls_library", "openssl"),
+        ("tls_library", exp.tls_library.as_str()),
     ] {
         if !str_eq(k, want) {
             mismatch(k, format!("{want:?}"), get(k));

@@ -25,6 +25,7 @@ pub mod env;
 pub mod expect;
 pub mod kube;
 pub mod metered;
+pub mod raw_tls;
 pub mod records;
 pub mod server;
 

@@ -46,12 +46,18 @@ fn have_libpython() -> bool {
 }
 
 fn ensure_system_tools() -> Result<()> {
-    let mut missing: Vec<&str> =
-        [("curl", "curl"), ("openssl", "openssl"), ("setpriv", "util-linux"), ("unshare", "util-linux")]
-            .into_iter()
-            .filter(|(tool, _)| !have(tool))
-            .map(|(_, pkg)| pkg)
-            .collect();
+    let mut missing: Vec<&str> = [
+        ("curl", "curl"),
+        ("openssl", "openssl"),
+        ("setpriv", "util-linux"),
+        ("unshare", "util-linux"),
+        // The GnuTLS client of tests/tests/gnutls_e2e.rs (pulls in libgnutls30).
+        ("gnutls-cli", "gnutls-bin"),
+    ]
+    .into_iter()
+    .filter(|(tool, _)| !have(tool))
+    .map(|(_, pkg)| pkg)
+    .collect();
     if !have_libpython() {
         missing.push("libpython3.11");
     }

@@ -11,9 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::capture::{probes, Capture};
+use crate::capture::{probes, Capture, TlsLibrary};
 
-/// Directories whose libssl files are probed up front, so that any process started later
+/// Directories whose TLS library files (libssl, libgnutls) are probed up front, so that any process started later
 /// that loads one is covered from its first call, with no race against its startup.
 pub const STANDARD_DIRS: &[&str] = &[
     "/lib",
@@ -34,6 +34,7 @@ const EXEC_RESCANS: &[Duration] = &[Duration::from_millis(200), Duration::from_s
 #[derive(Debug, Clone)]
 pub struct AttachedLibrary {
     pub path: PathBuf,
+    pub library: TlsLibrary,
     pub probes: usize,
     pub missing_optional: Vec<&'static str>,
 }
@@ -81,11 +82,21 @@ impl Discovery {
         if self.attached_inodes.contains(&(meta.dev(), meta.ino())) {
             return;
         }
-        match capture.attach_library(path, probes::OPENSSL) {
+        // The file name tells the library: the same name in a container or a vendored copy.
+        let (library, table) = match procmaps::library_kind(path) {
+            Some(procmaps::LibraryKind::OpenSsl) => (TlsLibrary::OpenSsl, probes::OPENSSL),
+            Some(procmaps::LibraryKind::GnuTls) => (TlsLibrary::GnuTls, probes::GNUTLS),
+            None => return,
+        };
+        match capture.attach_library(path, table) {
             Ok((probes, missing_optional)) => {
                 self.attached_inodes.insert((meta.dev(), meta.ino()));
-                tracing::info!(library = %path.display(), probes, ?missing_optional, "attached OpenSSL probes");
-                self.attached.push(AttachedLibrary { path: path.to_path_buf(), probes, missing_optional });
+                let name = match library {
+                    TlsLibrary::GnuTls => "GnuTLS",
+                    _ => "OpenSSL",
+                };
+                tracing::info!(library = %path.display(), probes, ?missing_optional, "attached {name} probes");
+                self.attached.push(AttachedLibrary { path: path.to_path_buf(), library, probes, missing_optional });
             }
             Err(e) => {
                 self.failures += 1;
@@ -98,7 +109,7 @@ impl Discovery {
         for dir in STANDARD_DIRS {
             let Ok(entries) = std::fs::read_dir(dir) else { continue };
             let mut paths: Vec<PathBuf> =
-                entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| procmaps::is_libssl(p)).collect();
+                entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| procmaps::is_tls_library(p)).collect();
             paths.sort();
             for path in paths {
                 self.consider(capture, &path);
@@ -109,7 +120,7 @@ impl Discovery {
     pub fn scan_process(&mut self, capture: &mut Capture, pid: u32) {
         self.consider_executable(capture, pid);
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
-        for path in procmaps::libssl_paths(&maps) {
+        for path in procmaps::tls_library_paths(&maps) {
             self.consider(capture, &procmaps::host_path(pid, &path));
         }
     }
@@ -126,7 +137,7 @@ impl Discovery {
         }
     }
 
-    /// A process opened a `libssl.so*` file: probe it now, before the library's first call.
+    /// A process opened a `libssl.so*` or `libgnutls.so*` file: probe it now, before the library's first call.
     pub fn on_lib_open(&mut self, capture: &mut Capture, pid: u32, path: &str) {
         self.consider(capture, &procmaps::host_path(pid, Path::new(path)));
     }
