@@ -36,6 +36,10 @@ pub mod names {
     pub const PROG_GNUTLS_RECV_ENTER: &str = "gnutls_recv_enter";
     pub const PROG_GNUTLS_RET: &str = "gnutls_ret";
     pub const PROG_GNUTLS_CLOSE: &str = "gnutls_close";
+    pub const PROG_RUSTLS_WRITE_ENTER: &str = "rustls_write_enter";
+    pub const PROG_RUSTLS_READ_ENTER: &str = "rustls_read_enter";
+    pub const PROG_RUSTLS_RET: &str = "rustls_ret";
+    pub const PROG_RUSTLS_CLOSE: &str = "rustls_close";
     pub const PROG_EXEC: &str = "sched_process_exec";
     pub const PROG_EXIT: &str = "sched_process_exit";
     pub const PROG_OPENAT: &str = "sys_enter_openat";

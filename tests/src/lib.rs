@@ -27,6 +27,7 @@ pub mod kube;
 pub mod metered;
 pub mod raw_tls;
 pub mod records;
+pub mod rust_client;
 pub mod server;
 
 pub use agent::{agent, Agent};

@@ -121,7 +121,7 @@ impl Discovery {
         self.consider_executable(capture, pid);
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
         for path in procmaps::tls_library_paths(&maps) {
-            self.consider(capture, &procmaps::host_path(pid, &path));
+            self.consider(capture, &stable_path(pid, &path));
         }
     }
 
@@ -139,7 +139,7 @@ impl Discovery {
 
     /// A process opened a `libssl.so*` or `libgnutls.so*` file: probe it now, before the library's first call.
     pub fn on_lib_open(&mut self, capture: &mut Capture, pid: u32, path: &str) {
-        self.consider(capture, &procmaps::host_path(pid, Path::new(path)));
+        self.consider(capture, &stable_path(pid, Path::new(path)));
     }
 
     /// Inspects the program process `pid` runs, once per executable file.
@@ -153,7 +153,7 @@ impl Discovery {
         // one is visible from here, else through the process's own link.
         let target = std::fs::read_link(&path)
             .ok()
-            .map(|p| procmaps::host_path(pid, &p))
+            .map(|p| stable_path(pid, &p))
             .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino()))
             .unwrap_or(path);
         let executable = match exe::Executable::open(&target) {
@@ -171,7 +171,7 @@ impl Discovery {
                 }
                 Err(e) => {
                     self.failures += 1;
-                    tracing::warn!(exe = %target.display(), error = %e, "not probing this executable");
+                    tracing::warn!(exe = %target.display(), error = %error_chain(&e), "not probing this executable");
                 }
             }
         }
@@ -203,4 +203,33 @@ impl Discovery {
             self.scan_process(capture, pid);
         }
     }
+}
+
+/// The path through which to attach to a file that process `pid` names `path`: that very name
+/// when it reaches the same file from the agent's mount namespace (the probes then do not
+/// depend on the process, which may exit before the attach is done: a short-lived client
+/// would otherwise leave its executable unprobed for good), else the way through
+/// `/proc/PID/root` (containers).
+fn stable_path(pid: u32, path: &Path) -> PathBuf {
+    let via_proc = procmaps::host_path(pid, path);
+    if path.is_absolute() {
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(path), std::fs::metadata(&via_proc)) {
+            if a.dev() == b.dev() && a.ino() == b.ino() {
+                return path.to_path_buf();
+            }
+        }
+    }
+    via_proc
+}
+
+/// `error: cause: cause`, so that a failed attach names the system call's errno.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

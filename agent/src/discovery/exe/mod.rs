@@ -5,6 +5,7 @@
 pub mod boringssl;
 pub mod go;
 pub mod rustls;
+pub mod rustls_offset;
 pub mod static_openssl;
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,258 @@
-//! TODO(issue 7): rustls probes on executables.
-use super::{ExeProbes, Executable};
-use crate::capture::{Capture, CaptureError};
+//! rustls linked into an executable that keeps its symbol table (`.symtab`): Rust programs
+//! built in release mode with the default `strip = "debuginfo"`.
+//!
+//! The plaintext passes through `<rustls::conn::connection::Writer as std::io::Write>::write`
+//! and `<rustls::conn::connection::Reader as std::io::Read>::read` (0.22+; `rustls::conn::Writer`
+//! / `Reader` before), whatever drives the connection (`StreamOwned`, tokio-rustls, ureq,
+//! hyper-rustls). Symbols are found by demangled name, so legacy and v0 mangling and the
+//! per-build hash do not matter. Both directions are keyed by the `ConnectionCommon` address
+//! (see `tls_rustls.rs` in the eBPF crate): the Reader's offset into it comes from the code
+//! (`rustls_offset`) and rides on the read probe as its attach cookie. A stripped executable
+//! has no such names and is not probed (a limit listed in docs/coverage.md).
+use std::collections::HashSet;
 
-pub fn attach(_capture: &mut Capture, _exe: &Executable) -> Result<Option<ExeProbes>, CaptureError> {
-    Ok(None)
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint};
+use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, SectionKind, SymbolKind};
+use tokentap_common::names;
+
+use super::{
+    rustls_offset::{consensus, reader_offsets, CallTarget},
+    ExeProbes, Executable,
+};
+use crate::capture::{Capture, CaptureError, TlsLibrary};
+
+/// What in a rustls symbol name identifies each function (demangled, without hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RustlsFn {
+    Write,
+    Read,
+    /// `core::ptr::drop_in_place::<rustls::conn::ConnectionCommon<_>>`.
+    Drop,
+}
+
+/// Classifies a demangled symbol name (`{:#}` form: no hash).
+pub fn classify(demangled: &str) -> Option<RustlsFn> {
+    // v0 mangling prints generic paths as `f::<T>`, legacy as `f<T>`.
+    let name = demangled.replace("::<", "<");
+    let within_conn = name.starts_with("<rustls::conn::");
+    if within_conn && name.ends_with("Writer as std::io::Write>::write") {
+        Some(RustlsFn::Write)
+    } else if within_conn && name.ends_with("Reader as std::io::Read>::read") {
+        Some(RustlsFn::Read)
+    } else if name.starts_with("core::ptr::drop_in_place<rustls::conn::ConnectionCommon<") {
+        Some(RustlsFn::Drop)
+    } else {
+        None
+    }
+}
+
+/// One function found in the executable.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    kind: RustlsFn,
+    address: u64,
+    file_offset: u64,
+}
+
+pub fn attach(capture: &mut Capture, exe: &Executable) -> Result<Option<ExeProbes>, CaptureError> {
+    let Some(elf) = exe.elf() else { return Ok(None) };
+    if elf.architecture() != object::Architecture::X86_64 {
+        return Ok(None);
+    }
+    let found = find_functions(&elf);
+    let write = found.iter().find(|f| f.kind == RustlsFn::Write);
+    let read = found.iter().find(|f| f.kind == RustlsFn::Read);
+    let (Some(write), Some(read)) = (write, read) else { return Ok(None) };
+    let Some(offset) = reader_offset(&elf, exe.bytes(), read.address) else {
+        // Without the offset the two directions cannot be paired: shipping them apart would
+        // only produce unparseable halves.
+        tracing::warn!(exe = %exe.path.display(), "rustls found, but not how its Reader points into the connection: not probed");
+        return Ok(None);
+    };
+    tracing::debug!(exe = %exe.path.display(), offset, "rustls reader offset");
+    let at = |o: u64| UProbeAttachLocation::AbsoluteOffset(o);
+    capture.attach_at(names::PROG_RUSTLS_WRITE_ENTER, at(write.file_offset), &exe.path)?;
+    capture.attach_at(names::PROG_RUSTLS_RET, at(write.file_offset), &exe.path)?;
+    let point = UProbeAttachPoint { location: at(read.file_offset), cookie: Some(offset) };
+    capture.attach_point(names::PROG_RUSTLS_READ_ENTER, point, &exe.path)?;
+    capture.attach_at(names::PROG_RUSTLS_RET, at(read.file_offset), &exe.path)?;
+    let mut probes = 4;
+    let mut missing_optional = Vec::new();
+    let drops: Vec<&Found> = found.iter().filter(|f| f.kind == RustlsFn::Drop).collect();
+    if drops.is_empty() {
+        missing_optional.push("drop_in_place<rustls::conn::ConnectionCommon<_>>");
+    }
+    for d in drops {
+        // Optional: without it a connection ends at idle timeout or process exit.
+        match capture.attach_at(names::PROG_RUSTLS_CLOSE, at(d.file_offset), &exe.path) {
+            Ok(()) => probes += 1,
+            Err(e) => tracing::debug!(error = %e, "rustls drop probe not attached"),
+        }
+    }
+    Ok(Some(ExeProbes { library: TlsLibrary::Rustls, probes, missing_optional }))
+}
+
+/// rustls functions among the symbols, with their file offsets.
+fn find_functions(elf: &object::File<'_>) -> Vec<Found> {
+    let mut out: Vec<Found> = Vec::new();
+    for sym in elf.symbols().chain(elf.dynamic_symbols()) {
+        if sym.kind() != SymbolKind::Text || !sym.is_definition() {
+            continue;
+        }
+        let Ok(raw) = sym.name() else { continue };
+        // Cheap filter first: the crate name is spelled out in both manglings.
+        if !raw.contains("rustls") {
+            continue;
+        }
+        let Ok(demangled) = rustc_demangle::try_demangle(raw) else { continue };
+        let Some(kind) = classify(&format!("{demangled:#}")) else { continue };
+        let Some(file_offset) = file_offset(elf, &sym) else { continue };
+        if !out.iter().any(|f| f.address == sym.address()) {
+            out.push(Found { kind, address: sym.address(), file_offset });
+        }
+    }
+    out
+}
+
+fn file_offset(elf: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> Option<u64> {
+    let section = elf.section_by_index(sym.section_index()?).ok()?;
+    let (start, _) = section.file_range()?;
+    Some(sym.address().checked_sub(section.address())? + start)
+}
+
+/// The offset of `received_plaintext` in `ConnectionCommon`, from every call of the reader
+/// function `read` in the executable's code.
+fn reader_offset(elf: &object::File<'_>, bytes: &[u8], read: u64) -> Option<u64> {
+    let target = CallTarget { function: read, slots: got_slots(elf, read) };
+    let mut functions: Vec<(u64, u64)> = elf
+        .symbols()
+        .filter(|s| s.kind() == SymbolKind::Text && s.size() > 0)
+        .map(|s| (s.address(), s.size()))
+        .collect();
+    functions.sort_unstable();
+    functions.dedup();
+    let mut callers: HashSet<(u64, u64)> = HashSet::new();
+    for section in elf.sections().filter(|s| s.kind() == SectionKind::Text) {
+        let Ok(code) = section.data() else { continue };
+        for site in call_sites(code, section.address(), &target) {
+            // The function holding the call: the last one starting at or before it.
+            let i = functions.partition_point(|(a, _)| *a <= site);
+            if let Some(&(start, size)) = i.checked_sub(1).and_then(|i| functions.get(i)) {
+                if site < start + size {
+                    callers.insert((start, size));
+                }
+            }
+        }
+    }
+    let mut offsets = Vec::new();
+    for (start, size) in callers {
+        let Some(code) = code_at(elf, bytes, start, size) else { continue };
+        offsets.extend(reader_offsets(code, start, &target));
+    }
+    consensus(&offsets)
+}
+
+/// Addresses of `call rel32` / `call [rip+disp32]` instructions that may reach `target`,
+/// found by their encodings (confirmed later by decoding the whole function).
+fn call_sites(code: &[u8], address: u64, target: &CallTarget) -> Vec<u64> {
+    let mut out = Vec::new();
+    for i in 0..code.len().saturating_sub(5) {
+        let ip = address + i as u64;
+        let rel = |at: usize| i32::from_le_bytes([code[at], code[at + 1], code[at + 2], code[at + 3]]) as i64;
+        if code[i] == 0xe8 && (ip as i64 + 5 + rel(i + 1)) as u64 == target.function {
+            out.push(ip);
+        } else if code[i] == 0xff && code[i + 1] == 0x15 && i + 6 <= code.len() {
+            if target.slots.contains(&((ip as i64 + 6 + rel(i + 2)) as u64)) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
+/// GOT slots that hold `function` at run time: relative relocations (PIE) or the link-time
+/// value itself (non-PIE).
+fn got_slots(elf: &object::File<'_>, function: u64) -> Vec<u64> {
+    const R_X86_64_64: u32 = 1;
+    const R_X86_64_GLOB_DAT: u32 = 6;
+    const R_X86_64_RELATIVE: u32 = 8;
+    let mut slots = Vec::new();
+    for (slot, reloc) in elf.dynamic_relocations().into_iter().flatten() {
+        if let RelocationFlags::Elf { r_type } = reloc.flags() {
+            let holds = match r_type {
+                R_X86_64_RELATIVE => reloc.addend() as u64 == function,
+                R_X86_64_64 | R_X86_64_GLOB_DAT => match reloc.target() {
+                    object::RelocationTarget::Symbol(i) => {
+                        elf.symbol_by_index(i).is_ok_and(|s| s.address() == function)
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if holds {
+                slots.push(slot);
+            }
+        }
+    }
+    for section in elf.sections().filter(|s| s.name().is_ok_and(|n| n.starts_with(".got"))) {
+        let Ok(data) = section.data() else { continue };
+        for (i, word) in data.chunks_exact(8).enumerate() {
+            if u64::from_le_bytes(word.try_into().unwrap_or_default()) == function {
+                slots.push(section.address() + 8 * i as u64);
+            }
+        }
+    }
+    slots
+}
+
+/// The bytes of the function at `address`.
+fn code_at<'a>(elf: &object::File<'_>, bytes: &'a [u8], address: u64, size: u64) -> Option<&'a [u8]> {
+    let section = elf
+        .sections()
+        .find(|s| s.kind() == SectionKind::Text && s.address() <= address && address < s.address() + s.size())?;
+    let (start, _) = section.file_range()?;
+    let from = usize::try_from(address - section.address() + start).ok()?;
+    let to = from.checked_add(usize::try_from(size).ok()?)?;
+    bytes.get(from..to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_legacy_and_v0_names() {
+        let legacy =
+            "_ZN67_$LT$rustls..conn..connection..Writer$u20$as$u20$std..io..Write$GT$5write17hb33bfcb20d4ac3ebE";
+        let d = format!("{:#}", rustc_demangle::demangle(legacy));
+        assert_eq!(classify(&d), Some(RustlsFn::Write));
+        let legacy = "_ZN66_$LT$rustls..conn..connection..Reader$u20$as$u20$std..io..Read$GT$4read17h0f4f2030d369ce69E";
+        let d = format!("{:#}", rustc_demangle::demangle(legacy));
+        assert_eq!(classify(&d), Some(RustlsFn::Read));
+        assert_eq!(classify("<rustls::conn::Writer as std::io::Write>::write"), Some(RustlsFn::Write));
+        assert_eq!(classify("<rustls::conn::Reader as std::io::Read>::read"), Some(RustlsFn::Read));
+        assert_eq!(classify("<rustls::conn::connection::Writer as std::io::Write>::write_vectored"), None);
+        assert_eq!(classify("<rustls::conn::connection::Writer as std::io::Write>::flush"), None);
+        assert_eq!(classify("<rustls::stream::Stream<C,T> as std::io::Read>::read"), None);
+        assert_eq!(
+            classify("core::ptr::drop_in_place::<rustls::conn::ConnectionCommon<rustls::client::client_conn::ClientConnectionData>>"),
+            Some(RustlsFn::Drop)
+        );
+        assert_eq!(
+            classify("core::ptr::drop_in_place<rustls::conn::ConnectionCommon<rustls::client::client_conn::ClientConnectionData>>"),
+            Some(RustlsFn::Drop)
+        );
+        assert_eq!(classify("core::ptr::drop_in_place<rustls::client::ech::EchMode>"), None);
+    }
+
+    #[test]
+    fn call_sites_by_encoding() {
+        // call rel32 to 0x2000 at 0x1000; call [rip+0x10] (slot 0x1016) at 0x1005; noise.
+        let mut code = vec![0xe8];
+        code.extend_from_slice(&(0x2000i32 - 0x1005).to_le_bytes());
+        code.extend_from_slice(&[0xff, 0x15, 0x10, 0, 0, 0, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90]);
+        let target = CallTarget { function: 0x2000, slots: vec![0x1005 + 6 + 0x10] };
+        assert_eq!(call_sites(&code, 0x1000, &target), vec![0x1000, 0x1005]);
+        assert!(call_sites(&[0xe8, 1], 0x1000, &target).is_empty());
+    }
 }

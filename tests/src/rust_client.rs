@@ -1,0 +1,71 @@
+//! The test's own rustls client (`fixtures/rust_client`: `ureq` 2 over rustls 0.23 with ring),
+//! built once per machine into `target/rust-client` (its own workspace and lock file, never a
+//! member of tokentap's) and reused; cargo only rebuilds it when its sources change.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::clients::ClientRun;
+use crate::raw_tls::run_with_stdin;
+use crate::server::LlmServer;
+use crate::{agent, certs, env};
+
+/// File name of the client executable (its `comm` is the first 15 bytes).
+pub const BIN_NAME: &str = "tokentap-rust-client";
+
+/// Builds the client (release, symbols kept) and returns its canonical path.
+pub fn rust_client_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(build)
+}
+
+fn build() -> PathBuf {
+    let root = env::workspace_dir();
+    let target = root.join("target").join("rust-client");
+    let log = env::temp_subdir("rust-client-build").join("cargo.log");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::fs::File::create(&log).expect("create build log");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--locked", "--manifest-path"])
+        .arg(env::fixtures_dir().join("rust_client/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .stdout(out.try_clone().expect("dup log"))
+        .stderr(out)
+        .status()
+        .expect("run cargo build for fixtures/rust_client");
+    assert!(status.success(), "building fixtures/rust_client failed:\n{}", env::tail_lines(&log, 30));
+    target.join("release").join(BIN_NAME).canonicalize().expect("rust client binary")
+}
+
+/// True once the shared agent logged probing the client executable with rustls probes.
+pub fn agent_probed_client() -> bool {
+    let stderr = std::fs::read_to_string(&agent::agent().stderr).unwrap_or_default();
+    stderr.lines().any(|l| l.contains("attached probes to executable") && l.contains(BIN_NAME) && l.contains("rustls"))
+}
+
+/// Runs the client: `requests` POSTs of `body_file` to `path` on one keep-alive connection,
+/// bearer key from `key_file`. It sends only once the agent has probed its executable.
+pub fn run_rust_client(
+    server: &LlmServer,
+    path: &str,
+    body_file: &std::path::Path,
+    key_file: &std::path::Path,
+    requests: usize,
+) -> ClientRun {
+    let bin = rust_client_bin();
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("{}{path}", server.origin()))
+        .arg(&certs::certs().ca)
+        .arg(body_file)
+        .arg(key_file)
+        .arg("--requests")
+        .arg(requests.to_string());
+    let mut run = run_with_stdin(cmd, BIN_NAME, &server.dir, b"go\n", &agent_probed_client);
+    run.comm = Some(BIN_NAME[..15].to_string());
+    run.exe = Some(bin.display().to_string());
+    run
+}
