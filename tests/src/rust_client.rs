@@ -2,7 +2,7 @@
 //! built once per machine into `target/rust-client` (its own workspace and lock file, never a
 //! member of tokentap's) and reused; cargo only rebuilds it when its sources change.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -14,49 +14,73 @@ use crate::{agent, certs, env};
 /// File name of the client executable (its `comm` is the first 15 bytes).
 pub const BIN_NAME: &str = "tokentap-rust-client";
 
-/// Builds the client (release, symbols kept) and returns its canonical path.
-pub fn rust_client_bin() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(build)
+/// How the client's symbols are mangled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mangling {
+    /// rustc's default (`_ZN…17h<hash>E`).
+    Legacy,
+    /// `-C symbol-mangling-version=v0` (`_R…`).
+    V0,
 }
 
-fn build() -> PathBuf {
+/// Builds the client (release, symbols kept) and returns its canonical path.
+pub fn rust_client_bin(mangling: Mangling) -> &'static PathBuf {
+    static LEGACY: OnceLock<PathBuf> = OnceLock::new();
+    static V0: OnceLock<PathBuf> = OnceLock::new();
+    match mangling {
+        Mangling::Legacy => LEGACY.get_or_init(|| build(mangling)),
+        Mangling::V0 => V0.get_or_init(|| build(mangling)),
+    }
+}
+
+fn build(mangling: Mangling) -> PathBuf {
     let root = env::workspace_dir();
-    let target = root.join("target").join("rust-client");
+    let (dir, rustflags) = match mangling {
+        Mangling::Legacy => ("rust-client", None),
+        Mangling::V0 => ("rust-client-v0", Some("-C symbol-mangling-version=v0")),
+    };
+    let target = root.join("target").join(dir);
     let log = env::temp_subdir("rust-client-build").join("cargo.log");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = std::fs::File::create(&log).expect("create build log");
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "--manifest-path"])
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--locked", "--manifest-path"])
         .arg(env::fixtures_dir().join("rust_client/Cargo.toml"))
         .arg("--target-dir")
         .arg(&target)
         .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .stdout(out.try_clone().expect("dup log"))
-        .stderr(out)
-        .status()
-        .expect("run cargo build for fixtures/rust_client");
+        .stderr(out);
+    if let Some(flags) = rustflags {
+        cmd.env("RUSTFLAGS", flags);
+    }
+    let status = cmd.status().expect("run cargo build for fixtures/rust_client");
     assert!(status.success(), "building fixtures/rust_client failed:\n{}", env::tail_lines(&log, 30));
     target.join("release").join(BIN_NAME).canonicalize().expect("rust client binary")
 }
 
-/// True once the shared agent logged probing the client executable with rustls probes.
-pub fn agent_probed_client() -> bool {
+/// True once the shared agent logged probing the executable `bin` with rustls probes.
+pub fn agent_probed(bin: &Path) -> bool {
     let stderr = std::fs::read_to_string(&agent::agent().stderr).unwrap_or_default();
-    stderr.lines().any(|l| l.contains("attached probes to executable") && l.contains(BIN_NAME) && l.contains("rustls"))
+    let bin = bin.display().to_string();
+    stderr.lines().any(|l| {
+        l.contains("attached probes to executable") && l.contains(&format!("{bin} ")) && l.contains("\"rustls\"")
+    })
 }
 
 /// Runs the client: `requests` POSTs of `body_file` to `path` on one keep-alive connection,
 /// bearer key from `key_file`. It sends only once the agent has probed its executable.
 pub fn run_rust_client(
+    mangling: Mangling,
     server: &LlmServer,
     path: &str,
-    body_file: &std::path::Path,
-    key_file: &std::path::Path,
+    body_file: &Path,
+    key_file: &Path,
     requests: usize,
 ) -> ClientRun {
-    let bin = rust_client_bin();
+    let bin = rust_client_bin(mangling);
     let mut cmd = Command::new(bin);
     cmd.arg(format!("{}{path}", server.origin()))
         .arg(&certs::certs().ca)
@@ -64,7 +88,7 @@ pub fn run_rust_client(
         .arg(key_file)
         .arg("--requests")
         .arg(requests.to_string());
-    let mut run = run_with_stdin(cmd, BIN_NAME, &server.dir, b"go\n", &agent_probed_client);
+    let mut run = run_with_stdin(cmd, BIN_NAME, &server.dir, b"go\n", &|| agent_probed(bin));
     run.comm = Some(BIN_NAME[..15].to_string());
     run.exe = Some(bin.display().to_string());
     run

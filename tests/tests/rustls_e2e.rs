@@ -7,19 +7,19 @@
 //! (the client is built into `target/rust-client` on first use). Never prints payloads.
 
 use tokentap_tests::raw_tls::{chat_body, check_all_library};
-use tokentap_tests::rust_client::run_rust_client;
+use tokentap_tests::rust_client::{run_rust_client, Mangling};
 use tokentap_tests::{env, require_bpf, Case, ServerOpts};
 
 /// `requests` chat calls on one connection from the rustls client against a fresh server,
 /// fully checked.
-fn rustls_chat(stream: bool, requests: usize) {
+fn rustls_chat(mangling: Mangling, stream: bool, requests: usize) {
     let case = Case::new();
     let server = case.server(ServerOpts::default());
     let body = server.dir.join(format!("rust-body-{}.json", env::random_hex(3)));
     std::fs::write(&body, chat_body(&case, stream)).expect("write body");
     let key = server.dir.join(format!("rust-key-{}", env::random_hex(3)));
     std::fs::write(&key, &case.api_key).expect("write key");
-    let run = run_rust_client(&server, "/v1/chat/completions", &body, &key, requests);
+    let run = run_rust_client(mangling, &server, "/v1/chat/completions", &body, &key, requests);
     case.expect_ok(&run);
     let statuses: Vec<&str> = run.stdout.lines().filter_map(|l| l.split(' ').next()).collect();
     assert_eq!(statuses, vec!["200"; requests], "client HTTP statuses");
@@ -46,7 +46,7 @@ fn rustls_ureq_chat_plain() {
     if !require_bpf() {
         return;
     }
-    rustls_chat(false, 1);
+    rustls_chat(Mangling::Legacy, false, 1);
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn rustls_ureq_chat_streaming() {
     if !require_bpf() {
         return;
     }
-    rustls_chat(true, 1);
+    rustls_chat(Mangling::Legacy, true, 1);
 }
 
 #[test]
@@ -62,5 +62,14 @@ fn rustls_ureq_three_chats_on_one_connection() {
     if !require_bpf() {
         return;
     }
-    rustls_chat(false, 3);
+    rustls_chat(Mangling::Legacy, false, 3);
+}
+
+/// The same program with v0 symbol mangling: the functions are found by demangled name.
+#[test]
+fn rustls_ureq_v0_mangling_chat_plain() {
+    if !require_bpf() {
+        return;
+    }
+    rustls_chat(Mangling::V0, false, 1);
 }

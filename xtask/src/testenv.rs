@@ -9,6 +9,7 @@ use crate::{run, workspace_root};
 /// Returns the Python interpreter the tests must use.
 pub fn ensure() -> Result<PathBuf> {
     ensure_system_tools()?;
+    ensure_rust_client()?;
     let venv = workspace_root().join("target").join("test-venv");
     let python = venv.join("bin").join("python");
     let requirements = workspace_root().join("tests/fixtures/requirements.txt");
@@ -24,6 +25,29 @@ pub fn ensure() -> Result<PathBuf> {
         .arg(&requirements))?;
     std::fs::write(&stamp, wanted)?;
     Ok(python)
+}
+
+/// The rustls client of tests/tests/rustls_e2e.rs, built (release, symbols kept) into
+/// target/rust-client (and, with v0 symbol mangling, target/rust-client-v0) from its own
+/// workspace; the tests build it too, this only moves the first, long builds out of a test's
+/// time budget. A no-op when they are up to date.
+fn ensure_rust_client() -> Result<()> {
+    let root = workspace_root();
+    for (dir, rustflags) in [("rust-client", ""), ("rust-client-v0", "-C symbol-mangling-version=v0")] {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--release", "--locked", "--quiet", "--manifest-path"])
+            .arg(root.join("tests/fixtures/rust_client/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(root.join("target").join(dir))
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR");
+        if !rustflags.is_empty() {
+            cmd.env("RUSTFLAGS", rustflags);
+        }
+        run(&mut cmd)?;
+    }
+    Ok(())
 }
 
 fn have(tool: &str) -> bool {

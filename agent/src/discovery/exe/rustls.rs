@@ -159,12 +159,12 @@ fn call_sites(code: &[u8], address: u64, target: &CallTarget) -> Vec<u64> {
     for i in 0..code.len().saturating_sub(5) {
         let ip = address + i as u64;
         let rel = |at: usize| i32::from_le_bytes([code[at], code[at + 1], code[at + 2], code[at + 3]]) as i64;
-        if code[i] == 0xe8 && (ip as i64 + 5 + rel(i + 1)) as u64 == target.function {
+        let direct = code[i] == 0xe8 && (ip as i64 + 5 + rel(i + 1)) as u64 == target.function;
+        // `i` stops 6 bytes before the end, so the 4-byte displacement is in bounds.
+        let through_got =
+            code[i] == 0xff && code[i + 1] == 0x15 && target.slots.contains(&((ip as i64 + 6 + rel(i + 2)) as u64));
+        if direct || through_got {
             out.push(ip);
-        } else if code[i] == 0xff && code[i + 1] == 0x15 && i + 6 <= code.len() {
-            if target.slots.contains(&((ip as i64 + 6 + rel(i + 2)) as u64)) {
-                out.push(ip);
-            }
         }
     }
     out
@@ -229,6 +229,13 @@ mod tests {
         let legacy = "_ZN66_$LT$rustls..conn..connection..Reader$u20$as$u20$std..io..Read$GT$4read17h0f4f2030d369ce69E";
         let d = format!("{:#}", rustc_demangle::demangle(legacy));
         assert_eq!(classify(&d), Some(RustlsFn::Read));
+        // v0 mangling (`-C symbol-mangling-version=v0`), same build.
+        let v0 = "_RNvXs5_NtNtCs4hSuorZousk_6rustls4conn10connectionNtB5_6WriterNtNtCsjrHSEGnQ3l9_3std2io5Write5write";
+        assert_eq!(classify(&format!("{:#}", rustc_demangle::demangle(v0))), Some(RustlsFn::Write));
+        let v0 = "_RNvXs2_NtNtCs4hSuorZousk_6rustls4conn10connectionNtB5_6ReaderNtNtCsjrHSEGnQ3l9_3std2io4Read4read";
+        assert_eq!(classify(&format!("{:#}", rustc_demangle::demangle(v0))), Some(RustlsFn::Read));
+        let v0 = "_RNvXs5_NtNtCs4hSuorZousk_6rustls4conn10connectionNtB5_6WriterNtNtCsjrHSEGnQ3l9_3std2io5Write5flush";
+        assert_eq!(classify(&format!("{:#}", rustc_demangle::demangle(v0))), None);
         assert_eq!(classify("<rustls::conn::Writer as std::io::Write>::write"), Some(RustlsFn::Write));
         assert_eq!(classify("<rustls::conn::Reader as std::io::Read>::read"), Some(RustlsFn::Read));
         assert_eq!(classify("<rustls::conn::connection::Writer as std::io::Write>::write_vectored"), None);
