@@ -62,7 +62,14 @@ pub fn attach(capture: &mut Capture, exe: &Executable) -> Result<Option<ExeProbe
     let found = find_functions(&elf);
     let write = found.iter().find(|f| f.kind == RustlsFn::Write);
     let read = found.iter().find(|f| f.kind == RustlsFn::Read);
-    let (Some(write), Some(read)) = (write, read) else { return Ok(None) };
+    let (Some(write), Some(read)) = (write, read) else {
+        if write.is_some() {
+            // tokio-rustls (reqwest, hyper-rustls) reads through `BufRead` (`into_first_chunk`
+            // and `consume`), which is not probed: requests alone would make no record.
+            tracing::warn!(exe = %exe.path.display(), "rustls found without Reader::read (an async client reading through BufRead?): not probed");
+        }
+        return Ok(None);
+    };
     let Some(offset) = reader_offset(&elf, exe.bytes(), read.address) else {
         // Without the offset the two directions cannot be paired: shipping them apart would
         // only produce unparseable halves.
