@@ -40,6 +40,9 @@ pub mod names {
     pub const PROG_RUSTLS_READ_ENTER: &str = "rustls_read_enter";
     pub const PROG_RUSTLS_RET: &str = "rustls_ret";
     pub const PROG_RUSTLS_CLOSE: &str = "rustls_close";
+    pub const PROG_RUSTLS_CHUNK_ENTER: &str = "rustls_chunk_enter";
+    pub const PROG_RUSTLS_CHUNK_RET: &str = "rustls_chunk_ret";
+    pub const PROG_RUSTLS_CONSUME_ENTER: &str = "rustls_consume_enter";
     pub const PROG_EXEC: &str = "sched_process_exec";
     pub const PROG_EXIT: &str = "sched_process_exit";
     pub const PROG_OPENAT: &str = "sys_enter_openat";

@@ -10,10 +10,18 @@
 //! Writer's sink data pointer is the `ConnectionCommon` itself; the Reader's pointer is its
 //! `received_plaintext` field, a fixed offset further into the same object. User space finds
 //! that offset per executable (from the code that builds a `Reader`) and passes it as the
-//! read probe's attach cookie.
+//! read probes' attach cookie.
+//!
+//! tokio-rustls (under hyper-rustls and reqwest) reads through `BufRead` instead:
+//! `Reader::into_first_chunk(self)` returns the first buffered chunk (through a return slot:
+//! RDI is the slot, RSI the `&Reader`; the slot holds the slice's pointer and length), and
+//! `<Reader as BufRead>::consume(&mut self, amt)` then drops the `amt` bytes the caller took.
+//! The chunk's address is remembered per thread at the first, and `amt` bytes from it shipped
+//! at the second.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_get_attach_cookie},
-    macros::{uprobe, uretprobe},
+    macros::{map, uprobe, uretprobe},
+    maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
     EbpfContext,
 };
@@ -23,6 +31,22 @@ use crate::{
     emit::{emit_call, emit_close, ignored},
     maps::{bump, CallArgs, ACTIVE_CALLS, AGENT_TGID, CONN_STATE},
 };
+
+/// Per thread: the connection and the address of the chunk `into_first_chunk` last handed out
+/// (`CallArgs::buf`), until `consume` ships from it. LRU: an abandoned chunk must not pile up.
+#[map]
+static RUSTLS_CHUNKS: LruHashMap<u64, CallArgs> = LruHashMap::with_max_entries(16384, 0);
+
+/// The connection a `&Reader` at `this` belongs to, `None` for the agent itself or bad input.
+#[inline(always)]
+fn reader_conn(tgid: u32, this: u64, field_offset: u64) -> Option<u64> {
+    if tgid == AGENT_TGID.load() || this == 0 {
+        return None;
+    }
+    // SAFETY: user memory read through the helper; failure is handled.
+    let field = unsafe { bpf_probe_read_user(this as *const u64) }.ok()?;
+    (field != 0 && field >= field_offset).then(|| field - field_offset)
+}
 
 #[inline(always)]
 fn enter(ctx: &ProbeContext, dir: u32, field_offset: u64) -> u32 {
@@ -102,5 +126,73 @@ pub fn rustls_close(ctx: ProbeContext) -> u32 {
     }
     let _ = CONN_STATE.remove(&ConnKey { tgid, _pad: 0, conn });
     emit_close(tgid, pid_tgid as u32, conn, library::RUSTLS);
+    0
+}
+
+/// `Reader::into_first_chunk(self)`: RDI is the return slot, RSI the `&Reader`.
+#[uprobe]
+pub fn rustls_chunk_enter(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the helper only reads the cookie of the running attachment.
+    let offset = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let slot: u64 = ctx.arg(0).unwrap_or(0);
+    let Some(conn) = reader_conn((pid_tgid >> 32) as u32, ctx.arg(1).unwrap_or(0), offset) else {
+        return 0;
+    };
+    if slot == 0 || ignored((pid_tgid >> 32) as u32, conn) {
+        return 0;
+    }
+    let args = CallArgs { conn, buf: slot, out_len: 0, direction: direction::INGRESS, library: library::RUSTLS };
+    let _ = ACTIVE_CALLS.insert(&pid_tgid, &args, 0);
+    0
+}
+
+/// Return of `into_first_chunk`: the slot holds `Ok(&[u8])` as (pointer, length), or a null
+/// pointer for `Err`. The chunk's address waits for `consume`.
+#[uretprobe]
+pub fn rustls_chunk_ret(_ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before removal.
+    let Some(mut args) = (unsafe { ACTIVE_CALLS.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    if args.library != library::RUSTLS {
+        return 0;
+    }
+    let _ = ACTIVE_CALLS.remove(&pid_tgid);
+    // SAFETY: user memory read through the helper; failure is handled.
+    let Ok(chunk) = (unsafe { bpf_probe_read_user(args.buf as *const u64) }) else {
+        return 0;
+    };
+    if chunk == 0 {
+        let _ = RUSTLS_CHUNKS.remove(&pid_tgid);
+        return 0;
+    }
+    args.buf = chunk;
+    let _ = RUSTLS_CHUNKS.insert(&pid_tgid, &args, 0);
+    0
+}
+
+/// `<Reader as BufRead>::consume(&mut self, amt)`: the caller took `amt` bytes of the chunk.
+#[uprobe]
+pub fn rustls_consume_enter(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the helper only reads the cookie of the running attachment.
+    let offset = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let Some(conn) = reader_conn((pid_tgid >> 32) as u32, ctx.arg(0).unwrap_or(0), offset) else {
+        return 0;
+    };
+    let amt: u64 = ctx.arg(1).unwrap_or(0);
+    // SAFETY: copied out before use.
+    let Some(mut args) = (unsafe { RUSTLS_CHUNKS.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    if args.conn != conn || amt == 0 {
+        return 0;
+    }
+    emit_call(&args, amt);
+    // A second consume without a new chunk continues where this one stopped.
+    args.buf += amt;
+    let _ = RUSTLS_CHUNKS.insert(&pid_tgid, &args, 0);
     0
 }

@@ -11,8 +11,10 @@ use crate::raw_tls::run_with_stdin;
 use crate::server::LlmServer;
 use crate::{agent, certs, env};
 
-/// File name of the client executable (its `comm` is the first 15 bytes).
+/// File name of the blocking (ureq) client executable (its `comm` is the first 15 bytes).
 pub const BIN_NAME: &str = "tokentap-rust-client";
+/// File name of the async (tokio-rustls) client executable.
+pub const ASYNC_BIN_NAME: &str = "tokentap-rust-async";
 
 /// How the client's symbols are mangled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +25,7 @@ pub enum Mangling {
     V0,
 }
 
-/// Builds the client (release, symbols kept) and returns its canonical path.
+/// Builds the clients (release, symbols kept) and returns the blocking one's canonical path.
 pub fn rust_client_bin(mangling: Mangling) -> &'static PathBuf {
     static LEGACY: OnceLock<PathBuf> = OnceLock::new();
     static V0: OnceLock<PathBuf> = OnceLock::new();
@@ -61,6 +63,12 @@ fn build(mangling: Mangling) -> PathBuf {
     target.join("release").join(BIN_NAME).canonicalize().expect("rust client binary")
 }
 
+/// The async client, built with the blocking one.
+pub fn rust_async_bin() -> PathBuf {
+    let blocking = rust_client_bin(Mangling::Legacy);
+    blocking.with_file_name(ASYNC_BIN_NAME)
+}
+
 /// True once the shared agent logged probing the executable `bin` with rustls probes.
 pub fn agent_probed(bin: &Path) -> bool {
     let stderr = std::fs::read_to_string(&agent::agent().stderr).unwrap_or_default();
@@ -90,6 +98,18 @@ pub fn run_rust_client(
         .arg(requests.to_string());
     let mut run = run_with_stdin(cmd, BIN_NAME, &server.dir, b"go\n", &|| agent_probed(bin));
     run.comm = Some(BIN_NAME[..15].to_string());
+    run.exe = Some(bin.display().to_string());
+    run
+}
+
+/// Runs the async client: sends the raw HTTP request in `request_file` to the server and reads
+/// until the server closes. It sends only once the agent has probed its executable.
+pub fn run_rust_async(server: &LlmServer, request_file: &Path) -> ClientRun {
+    let bin = rust_async_bin();
+    let mut cmd = Command::new(&bin);
+    cmd.arg(server.port.to_string()).arg(&certs::certs().ca).arg(request_file);
+    let mut run = run_with_stdin(cmd, ASYNC_BIN_NAME, &server.dir, b"go\n", &|| agent_probed(&bin));
+    run.comm = Some(ASYNC_BIN_NAME[..15].to_string());
     run.exe = Some(bin.display().to_string());
     run
 }

@@ -1,13 +1,13 @@
-//! Privileged end-to-end tests: a real tokentap agent meters a Rust program using rustls
-//! (`ureq`, built from `tests/fixtures/rust_client`, symbols kept) talking to the fake LLM
-//! server; every record is compared with the server's own usage numbers and the agent's
+//! Privileged end-to-end tests: a real tokentap agent meters Rust programs using rustls
+//! (`ureq`, and tokio-rustls as under hyper/reqwest; built from `tests/fixtures/rust_client`,
+//! symbols kept) talking to the fake LLM server; every record is compared with the server's own usage numbers and the agent's
 //! output is privacy-scanned.
 //!
 //! Needs root + kernel BTF (`TOKENTAP_REQUIRE_BPF=1` fails instead of skipping) and cargo
 //! (the client is built into `target/rust-client` on first use). Never prints payloads.
 
-use tokentap_tests::raw_tls::{chat_body, check_all_library};
-use tokentap_tests::rust_client::{run_rust_client, Mangling};
+use tokentap_tests::raw_tls::{chat_body, chat_request, check_all_library};
+use tokentap_tests::rust_client::{run_rust_async, run_rust_client, Mangling};
 use tokentap_tests::{env, require_bpf, Case, ServerOpts};
 
 /// `requests` chat calls on one connection from the rustls client against a fresh server,
@@ -72,4 +72,38 @@ fn rustls_ureq_v0_mangling_chat_plain() {
         return;
     }
     rustls_chat(Mangling::V0, false, 1);
+}
+
+/// tokio-rustls reads through `BufRead` (`into_first_chunk` + `consume`), not `Read::read`.
+fn tokio_rustls_chat(stream: bool) {
+    let case = Case::new();
+    let server = case.server(ServerOpts::default());
+    let request = server.dir.join(format!("rust-request-{}", env::random_hex(3)));
+    std::fs::write(&request, chat_request(&case, &server, stream)).expect("write request");
+    let run = run_rust_async(&server, &request);
+    case.expect_ok(&run);
+    assert!(run.stdout.trim().parse::<u64>().is_ok_and(|n| n > 0), "client read no response");
+    let recs = case.wait_records(&server, 1);
+    let entries = server.entries();
+    assert_eq!(entries.len(), 1, "server log entries");
+    assert_eq!(entries[0].streaming(), stream);
+    assert!(entries[0].usage().is_some(), "server sent no usage");
+    check_all_library(&case, &server, &recs, &run, "rustls");
+    case.finish(&server);
+}
+
+#[test]
+fn tokio_rustls_chat_plain() {
+    if !require_bpf() {
+        return;
+    }
+    tokio_rustls_chat(false);
+}
+
+#[test]
+fn tokio_rustls_chat_streaming() {
+    if !require_bpf() {
+        return;
+    }
+    tokio_rustls_chat(true);
 }

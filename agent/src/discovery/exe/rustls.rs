@@ -12,6 +12,7 @@
 use std::collections::HashSet;
 
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint};
+use iced_x86::Register;
 use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, SectionKind, SymbolKind};
 use tokentap_common::names;
 
@@ -26,6 +27,10 @@ use crate::capture::{Capture, CaptureError, TlsLibrary};
 pub enum RustlsFn {
     Write,
     Read,
+    /// `Reader::into_first_chunk` (behind `BufRead::fill_buf`; tokio-rustls calls it).
+    IntoFirstChunk,
+    /// `<Reader as BufRead>::consume`.
+    Consume,
     /// `core::ptr::drop_in_place::<rustls::conn::ConnectionCommon<_>>`.
     Drop,
 }
@@ -39,6 +44,10 @@ pub fn classify(demangled: &str) -> Option<RustlsFn> {
         Some(RustlsFn::Write)
     } else if within_conn && name.ends_with("Reader as std::io::Read>::read") {
         Some(RustlsFn::Read)
+    } else if within_conn && name.ends_with("Reader as std::io::BufRead>::consume") {
+        Some(RustlsFn::Consume)
+    } else if name.starts_with("rustls::conn::") && name.ends_with("Reader::into_first_chunk") {
+        Some(RustlsFn::IntoFirstChunk)
     } else if name.starts_with("core::ptr::drop_in_place<rustls::conn::ConnectionCommon<") {
         Some(RustlsFn::Drop)
     } else {
@@ -60,17 +69,23 @@ pub fn attach(capture: &mut Capture, exe: &Executable) -> Result<Option<ExeProbe
         return Ok(None);
     }
     let found = find_functions(&elf);
-    let write = found.iter().find(|f| f.kind == RustlsFn::Write);
-    let read = found.iter().find(|f| f.kind == RustlsFn::Read);
-    let (Some(write), Some(read)) = (write, read) else {
-        if write.is_some() {
-            // tokio-rustls (reqwest, hyper-rustls) reads through `BufRead` (`into_first_chunk`
-            // and `consume`), which is not probed: requests alone would make no record.
-            tracing::warn!(exe = %exe.path.display(), "rustls found without Reader::read (an async client reading through BufRead?): not probed");
-        }
+    let first = |kind: RustlsFn| found.iter().find(|f| f.kind == kind).copied();
+    let Some(write) = first(RustlsFn::Write) else { return Ok(None) };
+    // Plaintext comes out through `Read::read` (blocking streams) or through a chunk and its
+    // consumption (`BufRead`, tokio-rustls); a program may use both.
+    let read = first(RustlsFn::Read);
+    let buf_read = first(RustlsFn::IntoFirstChunk).zip(first(RustlsFn::Consume));
+    if read.is_none() && buf_read.is_none() {
+        tracing::warn!(exe = %exe.path.display(), "rustls found without a known plaintext read function: not probed");
         return Ok(None);
-    };
-    let Some(offset) = reader_offset(&elf, exe.bytes(), read.address) else {
+    }
+    let mut targets: Vec<(u64, Register)> = Vec::new();
+    targets.extend(read.map(|r| (r.address, Register::RDI)));
+    if let Some((chunk, consume)) = buf_read {
+        targets.push((chunk.address, Register::RSI));
+        targets.push((consume.address, Register::RDI));
+    }
+    let Some(offset) = reader_offset(&elf, exe.bytes(), &targets) else {
         // Without the offset the two directions cannot be paired: shipping them apart would
         // only produce unparseable halves.
         tracing::warn!(exe = %exe.path.display(), "rustls found, but not how its Reader points into the connection: not probed");
@@ -78,12 +93,21 @@ pub fn attach(capture: &mut Capture, exe: &Executable) -> Result<Option<ExeProbe
     };
     tracing::debug!(exe = %exe.path.display(), offset, "rustls reader offset");
     let at = |o: u64| UProbeAttachLocation::AbsoluteOffset(o);
+    let with_offset = |o: u64| UProbeAttachPoint { location: at(o), cookie: Some(offset) };
     capture.attach_at(names::PROG_RUSTLS_WRITE_ENTER, at(write.file_offset), &exe.path)?;
     capture.attach_at(names::PROG_RUSTLS_RET, at(write.file_offset), &exe.path)?;
-    let point = UProbeAttachPoint { location: at(read.file_offset), cookie: Some(offset) };
-    capture.attach_point(names::PROG_RUSTLS_READ_ENTER, point, &exe.path)?;
-    capture.attach_at(names::PROG_RUSTLS_RET, at(read.file_offset), &exe.path)?;
-    let mut probes = 4;
+    let mut probes = 2;
+    if let Some(read) = read {
+        capture.attach_point(names::PROG_RUSTLS_READ_ENTER, with_offset(read.file_offset), &exe.path)?;
+        capture.attach_at(names::PROG_RUSTLS_RET, at(read.file_offset), &exe.path)?;
+        probes += 2;
+    }
+    if let Some((chunk, consume)) = buf_read {
+        capture.attach_point(names::PROG_RUSTLS_CHUNK_ENTER, with_offset(chunk.file_offset), &exe.path)?;
+        capture.attach_at(names::PROG_RUSTLS_CHUNK_RET, at(chunk.file_offset), &exe.path)?;
+        capture.attach_point(names::PROG_RUSTLS_CONSUME_ENTER, with_offset(consume.file_offset), &exe.path)?;
+        probes += 3;
+    }
     let mut missing_optional = Vec::new();
     let drops: Vec<&Found> = found.iter().filter(|f| f.kind == RustlsFn::Drop).collect();
     if drops.is_empty() {
@@ -127,10 +151,13 @@ fn file_offset(elf: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> Option<u
     Some(sym.address().checked_sub(section.address())? + start)
 }
 
-/// The offset of `received_plaintext` in `ConnectionCommon`, from every call of the reader
-/// function `read` in the executable's code.
-fn reader_offset(elf: &object::File<'_>, bytes: &[u8], read: u64) -> Option<u64> {
-    let target = CallTarget { function: read, slots: got_slots(elf, read) };
+/// The offset of `received_plaintext` in `ConnectionCommon`, from every call of the functions
+/// that take a `&Reader` (`targets`: address and the register carrying the `&Reader`).
+fn reader_offset(elf: &object::File<'_>, bytes: &[u8], targets: &[(u64, Register)]) -> Option<u64> {
+    let targets: Vec<CallTarget> = targets
+        .iter()
+        .map(|&(function, reader_reg)| CallTarget { function, slots: got_slots(elf, function), reader_reg })
+        .collect();
     let mut functions: Vec<(u64, u64)> = elf
         .symbols()
         .filter(|s| s.kind() == SymbolKind::Text && s.size() > 0)
@@ -141,7 +168,7 @@ fn reader_offset(elf: &object::File<'_>, bytes: &[u8], read: u64) -> Option<u64>
     let mut callers: HashSet<(u64, u64)> = HashSet::new();
     for section in elf.sections().filter(|s| s.kind() == SectionKind::Text) {
         let Ok(code) = section.data() else { continue };
-        for site in call_sites(code, section.address(), &target) {
+        for site in targets.iter().flat_map(|t| call_sites(code, section.address(), t)) {
             // The function holding the call: the last one starting at or before it.
             let i = functions.partition_point(|(a, _)| *a <= site);
             if let Some(&(start, size)) = i.checked_sub(1).and_then(|i| functions.get(i)) {
@@ -154,7 +181,9 @@ fn reader_offset(elf: &object::File<'_>, bytes: &[u8], read: u64) -> Option<u64>
     let mut offsets = Vec::new();
     for (start, size) in callers {
         let Some(code) = code_at(elf, bytes, start, size) else { continue };
-        offsets.extend(reader_offsets(code, start, &target));
+        for target in &targets {
+            offsets.extend(reader_offsets(code, start, target));
+        }
     }
     consensus(&offsets)
 }
@@ -246,6 +275,12 @@ mod tests {
         assert_eq!(classify("<rustls::conn::Writer as std::io::Write>::write"), Some(RustlsFn::Write));
         assert_eq!(classify("<rustls::conn::Reader as std::io::Read>::read"), Some(RustlsFn::Read));
         assert_eq!(classify("<rustls::conn::connection::Writer as std::io::Write>::write_vectored"), None);
+        assert_eq!(classify("rustls::conn::connection::Reader::into_first_chunk"), Some(RustlsFn::IntoFirstChunk));
+        assert_eq!(
+            classify("<rustls::conn::connection::Reader as std::io::BufRead>::consume"),
+            Some(RustlsFn::Consume)
+        );
+        assert_eq!(classify("<rustls::conn::connection::Reader as std::io::BufRead>::fill_buf"), None);
         assert_eq!(classify("<rustls::conn::connection::Writer as std::io::Write>::flush"), None);
         assert_eq!(classify("<rustls::stream::Stream<C,T> as std::io::Read>::read"), None);
         assert_eq!(
@@ -265,7 +300,7 @@ mod tests {
         let mut code = vec![0xe8];
         code.extend_from_slice(&(0x2000i32 - 0x1005).to_le_bytes());
         code.extend_from_slice(&[0xff, 0x15, 0x10, 0, 0, 0, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90]);
-        let target = CallTarget { function: 0x2000, slots: vec![0x1005 + 6 + 0x10] };
+        let target = CallTarget { function: 0x2000, slots: vec![0x1005 + 6 + 0x10], reader_reg: Register::RDI };
         assert_eq!(call_sites(&code, 0x1000, &target), vec![0x1000, 0x1005]);
         assert!(call_sites(&[0xe8, 1], 0x1000, &target).is_empty());
     }

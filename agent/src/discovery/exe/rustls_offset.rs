@@ -16,13 +16,15 @@
 //! is fixed per build, so one executable has one offset.
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
-/// How a call to the reader function shows up in code.
-#[derive(Debug, Default, Clone)]
+/// How a call to a function taking a `&Reader` shows up in code.
+#[derive(Debug, Clone)]
 pub struct CallTarget {
-    /// Address of `<Reader as Read>::read`.
+    /// Address of the function (`<Reader as Read>::read`, `Reader::into_first_chunk`, ...).
     pub function: u64,
     /// Addresses of GOT slots holding it (PIE code calls through `call [rip+slot]`).
     pub slots: Vec<u64>,
+    /// The register that carries the `&Reader`: RDI, or RSI behind a return slot.
+    pub reader_reg: Register,
 }
 
 /// How many instructions before a call are searched for the Reader's construction.
@@ -41,7 +43,7 @@ pub fn reader_offsets(code: &[u8], address: u64, target: &CallTarget) -> Vec<Opt
         }
         if is_call_to(&instr, target) {
             let from = seen.len().saturating_sub(WINDOW);
-            out.push(offset_before_call(&seen[from..]));
+            out.push(offset_before_call(&seen[from..], target.reader_reg));
         }
         seen.push(instr);
     }
@@ -59,10 +61,10 @@ fn is_call_to(instr: &Instruction, target: &CallTarget) -> bool {
     }
 }
 
-/// `before` ends right before the call.
-fn offset_before_call(before: &[Instruction]) -> Option<u64> {
+/// `before` ends right before the call; `reader_reg` carries the `&Reader`.
+fn offset_before_call(before: &[Instruction], reader_reg: Register) -> Option<u64> {
     // 1. `lea rdi, [rsp/rbp + slot]`: where the Reader lives.
-    let lea = before.iter().rposition(|i| writes(i, Register::RDI))?;
+    let lea = before.iter().rposition(|i| writes(i, reader_reg))?;
     let (base, slot) = stack_slot_address(&before[lea])?;
     // 2. The last 64-bit store of a register into that slot: the Reader's first word.
     let store = before.iter().rposition(|i| {
@@ -189,10 +191,10 @@ mod tests {
     #[test]
     fn finds_the_offset_through_a_got_slot() {
         let code = hex(STREAM_READ);
-        let target = CallTarget { function: 0x165bc0, slots: vec![0x265630] };
+        let target = CallTarget { function: 0x165bc0, slots: vec![0x265630], reader_reg: Register::RDI };
         assert_eq!(reader_offsets(&code, 0xfc000, &target), vec![Some(0x50)]);
         // Another slot: no call site.
-        let other = CallTarget { function: 0x165bc0, slots: vec![0x265648] };
+        let other = CallTarget { function: 0x165bc0, slots: vec![0x265648], reader_reg: Register::RDI };
         assert!(reader_offsets(&code, 0xfc000, &other).is_empty());
     }
 
@@ -201,11 +203,13 @@ mod tests {
         // mov rax, [rdi]; lea rcx, [rax+0x120]; mov [rsp+0x10], rcx; lea rdi, [rsp+0x10];
         // call rel32 (to 0x1000 + 22 + 0x100)
         let code = hex("488b07488d882001000048894c2410488d7c2410e800010000");
-        let target = CallTarget { function: 0x1000 + code.len() as u64 + 0x100, slots: vec![] };
+        let target =
+            CallTarget { function: 0x1000 + code.len() as u64 + 0x100, slots: vec![], reader_reg: Register::RDI };
         assert_eq!(reader_offsets(&code, 0x1000, &target), vec![Some(0x120)]);
         // mov rcx, [rdi]; mov [rsp+0x10], rcx; lea rdi, [rsp+0x10]; call: offset 0.
         let code = hex("488b0f48894c2410488d7c2410e800010000");
-        let target = CallTarget { function: 0x1000 + code.len() as u64 + 0x100, slots: vec![] };
+        let target =
+            CallTarget { function: 0x1000 + code.len() as u64 + 0x100, slots: vec![], reader_reg: Register::RDI };
         assert_eq!(reader_offsets(&code, 0x1000, &target), vec![Some(0)]);
     }
 
@@ -213,7 +217,8 @@ mod tests {
     fn unrecognised_construction_is_none() {
         // mov rdi, rbx; call rel32: no Reader on the stack.
         let code = hex("4889dfe800010000");
-        let target = CallTarget { function: 0x1000 + code.len() as u64 + 0x100, slots: vec![] };
+        let target =
+            CallTarget { function: 0x1000 + code.len() as u64 + 0x100, slots: vec![], reader_reg: Register::RDI };
         assert_eq!(reader_offsets(&code, 0x1000, &target), vec![None]);
         // Garbage never panics.
         assert!(reader_offsets(&[0xff; 64], 0x1000, &target).len() <= 64);
