@@ -37,7 +37,8 @@ use crate::{
 #[map]
 static RUSTLS_CHUNKS: LruHashMap<u64, CallArgs> = LruHashMap::with_max_entries(16384, 0);
 
-/// The connection a `&Reader` at `this` belongs to, `None` for the agent itself or bad input.
+/// The connection a `&Writer`/`&Reader` at `this` belongs to: its first word points
+/// `field_offset` bytes into the `ConnectionCommon`. `None` for the agent itself or bad input.
 #[inline(always)]
 fn reader_conn(tgid: u32, this: u64, field_offset: u64) -> Option<u64> {
     if tgid == AGENT_TGID.load() || this == 0 {
@@ -48,27 +49,18 @@ fn reader_conn(tgid: u32, this: u64, field_offset: u64) -> Option<u64> {
     (field != 0 && field >= field_offset).then(|| field - field_offset)
 }
 
+/// Entry of `Writer::write`/`Reader::read`: RDI is the `&Writer`/`&Reader`, RSI the buffer.
 #[inline(always)]
 fn enter(ctx: &ProbeContext, dir: u32, field_offset: u64) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == AGENT_TGID.load() {
-        return 0;
-    }
-    let this: u64 = ctx.arg(0).unwrap_or(0);
     let buf: u64 = ctx.arg(1).unwrap_or(0);
-    if this == 0 || buf == 0 {
-        return 0;
-    }
-    // The first word of the Writer/Reader temporary: a pointer into the connection.
-    // SAFETY: user memory read through the helper; failure is handled.
-    let Ok(field) = (unsafe { bpf_probe_read_user(this as *const u64) }) else {
+    let Some(conn) = reader_conn(tgid, ctx.arg(0).unwrap_or(0), field_offset) else {
         return 0;
     };
-    if field == 0 || field < field_offset {
+    if buf == 0 {
         return 0;
     }
-    let conn = field - field_offset;
     if ignored(tgid, conn) {
         bump(counter::CALLS_SKIPPED);
         return 0;
@@ -139,7 +131,11 @@ pub fn rustls_chunk_enter(ctx: ProbeContext) -> u32 {
     let Some(conn) = reader_conn((pid_tgid >> 32) as u32, ctx.arg(1).unwrap_or(0), offset) else {
         return 0;
     };
-    if slot == 0 || ignored((pid_tgid >> 32) as u32, conn) {
+    if slot == 0 {
+        return 0;
+    }
+    if ignored((pid_tgid >> 32) as u32, conn) {
+        bump(counter::CALLS_SKIPPED);
         return 0;
     }
     let args = CallArgs { conn, buf: slot, out_len: 0, direction: direction::INGRESS, library: library::RUSTLS };

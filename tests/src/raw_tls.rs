@@ -84,8 +84,9 @@ pub fn got_http_200(run: &ClientRun) -> bool {
     run.stdout.lines().any(|l| l.starts_with("HTTP/1.1 200 "))
 }
 
-/// How long [`run_with_stdin`] waits for its gate.
-const GATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`run_with_stdin`] waits for its gate (a debug-built agent inspecting the
+/// executables of parallel builds can lag by tens of seconds).
+const GATE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Spawns `cmd` and, once `gate` holds, writes `input` on a stdin kept open until the process
 /// exits; stdout and stderr go to files in `dir`.

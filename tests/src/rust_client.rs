@@ -16,37 +16,42 @@ pub const BIN_NAME: &str = "tokentap-rust-client";
 /// File name of the async (tokio-rustls) client executable.
 pub const ASYNC_BIN_NAME: &str = "tokentap-rust-async";
 
-/// How the client's symbols are mangled.
+/// How the client is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mangling {
-    /// rustc's default (`_ZN…17h<hash>E`).
-    Legacy,
-    /// `-C symbol-mangling-version=v0` (`_R…`).
-    V0,
+pub enum Build {
+    /// Release, rustc's default symbol mangling (`_ZN…17h<hash>E`).
+    Release,
+    /// Release with `-C symbol-mangling-version=v0` (`_R…`).
+    ReleaseV0,
+    /// The dev profile: nothing inlined, `ConnectionCommon::reader` is a function of its own.
+    Debug,
 }
 
 /// Builds the clients (release, symbols kept) and returns the blocking one's canonical path.
-pub fn rust_client_bin(mangling: Mangling) -> &'static PathBuf {
-    static LEGACY: OnceLock<PathBuf> = OnceLock::new();
+pub fn rust_client_bin(kind: Build) -> &'static PathBuf {
+    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
     static V0: OnceLock<PathBuf> = OnceLock::new();
-    match mangling {
-        Mangling::Legacy => LEGACY.get_or_init(|| build(mangling)),
-        Mangling::V0 => V0.get_or_init(|| build(mangling)),
+    static DEBUG: OnceLock<PathBuf> = OnceLock::new();
+    match kind {
+        Build::Release => RELEASE.get_or_init(|| build(kind)),
+        Build::ReleaseV0 => V0.get_or_init(|| build(kind)),
+        Build::Debug => DEBUG.get_or_init(|| build(kind)),
     }
 }
 
-fn build(mangling: Mangling) -> PathBuf {
+fn build(kind: Build) -> PathBuf {
     let root = env::workspace_dir();
-    let (dir, rustflags) = match mangling {
-        Mangling::Legacy => ("rust-client", None),
-        Mangling::V0 => ("rust-client-v0", Some("-C symbol-mangling-version=v0")),
+    let (dir, rustflags, profile) = match kind {
+        Build::Release => ("rust-client", None, "release"),
+        Build::ReleaseV0 => ("rust-client-v0", Some("-C symbol-mangling-version=v0"), "release"),
+        Build::Debug => ("rust-client", None, "debug"),
     };
     let target = root.join("target").join(dir);
     let log = env::temp_subdir("rust-client-build").join("cargo.log");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = std::fs::File::create(&log).expect("create build log");
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--locked", "--manifest-path"])
+    cmd.args(["build", "--locked", "--manifest-path"])
         .arg(env::fixtures_dir().join("rust_client/Cargo.toml"))
         .arg("--target-dir")
         .arg(&target)
@@ -55,17 +60,20 @@ fn build(mangling: Mangling) -> PathBuf {
         .env_remove("CARGO_TARGET_DIR")
         .stdout(out.try_clone().expect("dup log"))
         .stderr(out);
+    if profile == "release" {
+        cmd.arg("--release");
+    }
     if let Some(flags) = rustflags {
         cmd.env("RUSTFLAGS", flags);
     }
     let status = cmd.status().expect("run cargo build for fixtures/rust_client");
     assert!(status.success(), "building fixtures/rust_client failed:\n{}", env::tail_lines(&log, 30));
-    target.join("release").join(BIN_NAME).canonicalize().expect("rust client binary")
+    target.join(profile).join(BIN_NAME).canonicalize().expect("rust client binary")
 }
 
 /// The async client, built with the blocking one.
 pub fn rust_async_bin() -> PathBuf {
-    let blocking = rust_client_bin(Mangling::Legacy);
+    let blocking = rust_client_bin(Build::Release);
     blocking.with_file_name(ASYNC_BIN_NAME)
 }
 
@@ -81,14 +89,14 @@ pub fn agent_probed(bin: &Path) -> bool {
 /// Runs the client: `requests` POSTs of `body_file` to `path` on one keep-alive connection,
 /// bearer key from `key_file`. It sends only once the agent has probed its executable.
 pub fn run_rust_client(
-    mangling: Mangling,
+    kind: Build,
     server: &LlmServer,
     path: &str,
     body_file: &Path,
     key_file: &Path,
     requests: usize,
 ) -> ClientRun {
-    let bin = rust_client_bin(mangling);
+    let bin = rust_client_bin(kind);
     let mut cmd = Command::new(bin);
     cmd.arg(format!("{}{path}", server.origin()))
         .arg(&certs::certs().ca)

@@ -7,19 +7,19 @@
 //! (the client is built into `target/rust-client` on first use). Never prints payloads.
 
 use tokentap_tests::raw_tls::{chat_body, chat_request, check_all_library};
-use tokentap_tests::rust_client::{run_rust_async, run_rust_client, Mangling};
+use tokentap_tests::rust_client::{run_rust_async, run_rust_client, Build};
 use tokentap_tests::{env, require_bpf, Case, ServerOpts};
 
 /// `requests` chat calls on one connection from the rustls client against a fresh server,
 /// fully checked.
-fn rustls_chat(mangling: Mangling, stream: bool, requests: usize) {
+fn rustls_chat(kind: Build, stream: bool, requests: usize) {
     let case = Case::new();
     let server = case.server(ServerOpts::default());
     let body = server.dir.join(format!("rust-body-{}.json", env::random_hex(3)));
     std::fs::write(&body, chat_body(&case, stream)).expect("write body");
     let key = server.dir.join(format!("rust-key-{}", env::random_hex(3)));
     std::fs::write(&key, &case.api_key).expect("write key");
-    let run = run_rust_client(mangling, &server, "/v1/chat/completions", &body, &key, requests);
+    let run = run_rust_client(kind, &server, "/v1/chat/completions", &body, &key, requests);
     case.expect_ok(&run);
     let statuses: Vec<&str> = run.stdout.lines().filter_map(|l| l.split(' ').next()).collect();
     assert_eq!(statuses, vec!["200"; requests], "client HTTP statuses");
@@ -46,7 +46,7 @@ fn rustls_ureq_chat_plain() {
     if !require_bpf() {
         return;
     }
-    rustls_chat(Mangling::Legacy, false, 1);
+    rustls_chat(Build::Release, false, 1);
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn rustls_ureq_chat_streaming() {
     if !require_bpf() {
         return;
     }
-    rustls_chat(Mangling::Legacy, true, 1);
+    rustls_chat(Build::Release, true, 1);
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn rustls_ureq_three_chats_on_one_connection() {
     if !require_bpf() {
         return;
     }
-    rustls_chat(Mangling::Legacy, false, 3);
+    rustls_chat(Build::Release, false, 3);
 }
 
 /// The same program with v0 symbol mangling: the functions are found by demangled name.
@@ -71,7 +71,16 @@ fn rustls_ureq_v0_mangling_chat_plain() {
     if !require_bpf() {
         return;
     }
-    rustls_chat(Mangling::V0, false, 1);
+    rustls_chat(Build::ReleaseV0, false, 1);
+}
+
+/// A debug build: `ConnectionCommon::reader` is not inlined, the offset comes from its body.
+#[test]
+fn rustls_ureq_debug_build_chat_plain() {
+    if !require_bpf() {
+        return;
+    }
+    rustls_chat(Build::Debug, false, 1);
 }
 
 /// tokio-rustls reads through `BufRead` (`into_first_chunk` + `consume`), not `Read::read`.

@@ -28,20 +28,28 @@ pub fn ensure() -> Result<PathBuf> {
 }
 
 /// The rustls client of tests/tests/rustls_e2e.rs, built (release, symbols kept) into
-/// target/rust-client (and, with v0 symbol mangling, target/rust-client-v0) from its own
-/// workspace; the tests build it too, this only moves the first, long builds out of a test's
+/// target/rust-client (and, with v0 symbol mangling, target/rust-client-v0; and a debug
+/// build) from its own workspace; the tests build it too, this only moves the first, long builds out of a test's
 /// time budget. A no-op when they are up to date.
 fn ensure_rust_client() -> Result<()> {
     let root = workspace_root();
-    for (dir, rustflags) in [("rust-client", ""), ("rust-client-v0", "-C symbol-mangling-version=v0")] {
+    let builds = [
+        ("rust-client", "", true),
+        ("rust-client-v0", "-C symbol-mangling-version=v0", true),
+        ("rust-client", "", false),
+    ];
+    for (dir, rustflags, release) in builds {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "--release", "--locked", "--quiet", "--manifest-path"])
+        cmd.args(["build", "--locked", "--quiet", "--manifest-path"])
             .arg(root.join("tests/fixtures/rust_client/Cargo.toml"))
             .arg("--target-dir")
             .arg(root.join("target").join(dir))
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env_remove("CARGO_TARGET_DIR");
+        if release {
+            cmd.arg("--release");
+        }
         if !rustflags.is_empty() {
             cmd.env("RUSTFLAGS", rustflags);
         }

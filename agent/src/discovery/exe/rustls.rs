@@ -17,7 +17,7 @@ use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, SectionKind, 
 use tokentap_common::names;
 
 use super::{
-    rustls_offset::{consensus, reader_offsets, CallTarget},
+    rustls_offset::{consensus, offset_in_reader_fn, reader_offsets, CallTarget},
     ExeProbes, Executable,
 };
 use crate::capture::{Capture, CaptureError, TlsLibrary};
@@ -31,6 +31,8 @@ pub enum RustlsFn {
     IntoFirstChunk,
     /// `<Reader as BufRead>::consume`.
     Consume,
+    /// `ConnectionCommon<_>::reader`, a function of its own in debug builds only.
+    ReaderFn,
     /// `core::ptr::drop_in_place::<rustls::conn::ConnectionCommon<_>>`.
     Drop,
 }
@@ -48,6 +50,8 @@ pub fn classify(demangled: &str) -> Option<RustlsFn> {
         Some(RustlsFn::Consume)
     } else if name.starts_with("rustls::conn::") && name.ends_with("Reader::into_first_chunk") {
         Some(RustlsFn::IntoFirstChunk)
+    } else if name.starts_with("rustls::conn::ConnectionCommon<") && name.ends_with(">::reader") {
+        Some(RustlsFn::ReaderFn)
     } else if name.starts_with("core::ptr::drop_in_place<rustls::conn::ConnectionCommon<") {
         Some(RustlsFn::Drop)
     } else {
@@ -60,6 +64,7 @@ pub fn classify(demangled: &str) -> Option<RustlsFn> {
 struct Found {
     kind: RustlsFn,
     address: u64,
+    size: u64,
     file_offset: u64,
 }
 
@@ -85,7 +90,9 @@ pub fn attach(capture: &mut Capture, exe: &Executable) -> Result<Option<ExeProbe
         targets.push((chunk.address, Register::RSI));
         targets.push((consume.address, Register::RDI));
     }
-    let Some(offset) = reader_offset(&elf, exe.bytes(), &targets) else {
+    let reader_fns: Vec<(u64, u64)> =
+        found.iter().filter(|f| f.kind == RustlsFn::ReaderFn).map(|f| (f.address, f.size)).collect();
+    let Some(offset) = reader_offset(&elf, exe.bytes(), &targets, &reader_fns) else {
         // Without the offset the two directions cannot be paired: shipping them apart would
         // only produce unparseable halves.
         tracing::warn!(exe = %exe.path.display(), "rustls found, but not how its Reader points into the connection: not probed");
@@ -139,7 +146,7 @@ fn find_functions(elf: &object::File<'_>) -> Vec<Found> {
         let Some(kind) = classify(&format!("{demangled:#}")) else { continue };
         let Some(file_offset) = file_offset(elf, &sym) else { continue };
         if !out.iter().any(|f| f.address == sym.address()) {
-            out.push(Found { kind, address: sym.address(), file_offset });
+            out.push(Found { kind, address: sym.address(), size: sym.size(), file_offset });
         }
     }
     out
@@ -152,8 +159,14 @@ fn file_offset(elf: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> Option<u
 }
 
 /// The offset of `received_plaintext` in `ConnectionCommon`, from every call of the functions
-/// that take a `&Reader` (`targets`: address and the register carrying the `&Reader`).
-fn reader_offset(elf: &object::File<'_>, bytes: &[u8], targets: &[(u64, Register)]) -> Option<u64> {
+/// that take a `&Reader` (`targets`: address and the register carrying the `&Reader`), and
+/// from the `reader()` functions themselves where they were not inlined (address, size).
+fn reader_offset(
+    elf: &object::File<'_>,
+    bytes: &[u8],
+    targets: &[(u64, Register)],
+    reader_fns: &[(u64, u64)],
+) -> Option<u64> {
     let targets: Vec<CallTarget> = targets
         .iter()
         .map(|&(function, reader_reg)| CallTarget { function, slots: got_slots(elf, function), reader_reg })
@@ -178,7 +191,10 @@ fn reader_offset(elf: &object::File<'_>, bytes: &[u8], targets: &[(u64, Register
             }
         }
     }
-    let mut offsets = Vec::new();
+    let mut offsets: Vec<Option<u64>> = reader_fns
+        .iter()
+        .map(|&(start, size)| code_at(elf, bytes, start, size).and_then(|code| offset_in_reader_fn(code, start)))
+        .collect();
     for (start, size) in callers {
         let Some(code) = code_at(elf, bytes, start, size) else { continue };
         for target in &targets {
@@ -192,11 +208,13 @@ fn reader_offset(elf: &object::File<'_>, bytes: &[u8], targets: &[(u64, Register
 /// found by their encodings (confirmed later by decoding the whole function).
 fn call_sites(code: &[u8], address: u64, target: &CallTarget) -> Vec<u64> {
     let mut out = Vec::new();
-    for i in 0..code.len().saturating_sub(5) {
+    let end = code.len().saturating_sub(5);
+    // memchr jumps between candidate opcodes: a byte loop is slow in a debug-built agent.
+    for i in memchr::memchr2_iter(0xe8, 0xff, &code[..end]) {
         let ip = address + i as u64;
         let rel = |at: usize| i32::from_le_bytes([code[at], code[at + 1], code[at + 2], code[at + 3]]) as i64;
         let direct = code[i] == 0xe8 && (ip as i64 + 5 + rel(i + 1)) as u64 == target.function;
-        // `i` stops 6 bytes before the end, so the 4-byte displacement is in bounds.
+        // `i` stays 6 bytes clear of the end, so the 4-byte displacement is in bounds.
         let through_got =
             code[i] == 0xff && code[i + 1] == 0x15 && target.slots.contains(&((ip as i64 + 6 + rel(i + 2)) as u64));
         if direct || through_got {
@@ -281,6 +299,8 @@ mod tests {
             Some(RustlsFn::Consume)
         );
         assert_eq!(classify("<rustls::conn::connection::Reader as std::io::BufRead>::fill_buf"), None);
+        assert_eq!(classify("rustls::conn::ConnectionCommon<Data>::reader"), Some(RustlsFn::ReaderFn));
+        assert_eq!(classify("rustls::conn::ConnectionCommon<Data>::read_tls"), None);
         assert_eq!(classify("<rustls::conn::connection::Writer as std::io::Write>::flush"), None);
         assert_eq!(classify("<rustls::stream::Stream<C,T> as std::io::Read>::read"), None);
         assert_eq!(

@@ -66,16 +66,41 @@ fn offset_before_call(before: &[Instruction], reader_reg: Register) -> Option<u6
     // 1. `lea rdi, [rsp/rbp + slot]`: where the Reader lives.
     let lea = before.iter().rposition(|i| writes(i, reader_reg))?;
     let (base, slot) = stack_slot_address(&before[lea])?;
+    stored_offset(before, base, slot)
+}
+
+/// The offset in a `ConnectionCommon<_>::reader` that was not inlined (debug builds): it
+/// writes the Reader through its return slot (RDI), the first word from the `&self` (RSI).
+pub fn offset_in_reader_fn(code: &[u8], address: u64) -> Option<u64> {
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    let mut seen: Vec<Instruction> = Vec::new();
+    while decoder.can_decode() {
+        let instr = decoder.decode();
+        if instr.code() == Code::INVALID || instr.mnemonic() == Mnemonic::Ret {
+            return None;
+        }
+        seen.push(instr);
+        if is_store_to(&instr, Register::RDI, 0) {
+            return stored_offset(&seen, Register::RDI, 0);
+        }
+    }
+    None
+}
+
+fn is_store_to(i: &Instruction, base: Register, disp: u64) -> bool {
+    i.mnemonic() == Mnemonic::Mov
+        && i.op0_kind() == OpKind::Memory
+        && i.memory_base() == base
+        && i.memory_index() == Register::None
+        && i.memory_displacement64() == disp
+        && i.op1_kind() == OpKind::Register
+        && GPRS.iter().any(|(r64, _)| *r64 == i.op1_register())
+}
+
+/// What was added to the pointer last stored (64-bit) at `[base + disp]` in `before`.
+fn stored_offset(before: &[Instruction], base: Register, disp: u64) -> Option<u64> {
     // 2. The last 64-bit store of a register into that slot: the Reader's first word.
-    let store = before.iter().rposition(|i| {
-        i.mnemonic() == Mnemonic::Mov
-            && i.op0_kind() == OpKind::Memory
-            && i.memory_base() == base
-            && i.memory_index() == Register::None
-            && i.memory_displacement64() == slot
-            && i.op1_kind() == OpKind::Register
-            && GPRS.iter().any(|(r64, _)| *r64 == i.op1_register())
-    })?;
+    let store = before.iter().rposition(|i| is_store_to(i, base, disp))?;
     let reg = before[store].op1_register();
     // 3. How that register got its value.
     let def = before[..store].iter().rposition(|i| writes(i, reg))?;
@@ -230,5 +255,18 @@ mod tests {
         assert_eq!(consensus(&[Some(0x58), Some(0x50)]), Some(0x50));
         assert_eq!(consensus(&[None]), None);
         assert_eq!(consensus(&[]), None);
+    }
+
+    /// `rustls::conn::ConnectionCommon<Data>::reader` from a debug build of the same client:
+    /// `mov rcx, rsi; ...; mov rsi, rcx; add rsi, 0x50; ...; mov [rdi], rsi`.
+    #[test]
+    fn reader_function_of_a_debug_build() {
+        let code = hex(
+            "4889f14889f848894c24f048894c24f84889ce4883c6508a913b0300008a893c03000048893780e20188570880e101884f09c3",
+        );
+        assert_eq!(offset_in_reader_fn(&code, 0x28edc0), Some(0x50));
+        // A function that returns before storing anything.
+        assert_eq!(offset_in_reader_fn(&hex("4889f8c3"), 0x1000), None);
+        assert_eq!(offset_in_reader_fn(&[], 0x1000), None);
     }
 }
