@@ -47,6 +47,12 @@ fn build(kind: Build) -> PathBuf {
         Build::Debug => ("rust-client", None, "debug"),
     };
     let target = root.join("target").join(dir);
+    let bin = target.join(profile).join(BIN_NAME);
+    // Built by `cargo xtask test` already: a second cargo run from here (another environment)
+    // would only relink it.
+    if newer_than_sources(&bin) {
+        return bin.canonicalize().expect("rust client binary");
+    }
     let log = env::temp_subdir("rust-client-build").join("cargo.log");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = std::fs::File::create(&log).expect("create build log");
@@ -68,7 +74,24 @@ fn build(kind: Build) -> PathBuf {
     }
     let status = cmd.status().expect("run cargo build for fixtures/rust_client");
     assert!(status.success(), "building fixtures/rust_client failed:\n{}", env::tail_lines(&log, 30));
-    target.join(profile).join(BIN_NAME).canonicalize().expect("rust client binary")
+    bin.canonicalize().expect("rust client binary")
+}
+
+/// True if `bin` exists and is newer than every file of `fixtures/rust_client` (sources,
+/// manifest, lock file).
+fn newer_than_sources(bin: &Path) -> bool {
+    fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+        let mut latest = std::fs::metadata(dir).ok()?.modified().ok()?;
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            let t = if path.is_dir() { newest(&path)? } else { entry.metadata().ok()?.modified().ok()? };
+            latest = latest.max(t);
+        }
+        Some(latest)
+    }
+    let built = std::fs::metadata(bin).and_then(|m| m.modified()).ok();
+    let sources = newest(&env::fixtures_dir().join("rust_client"));
+    matches!((built, sources), (Some(b), Some(s)) if b > s)
 }
 
 /// The async client, built with the blocking one.
