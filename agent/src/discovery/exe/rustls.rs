@@ -35,6 +35,8 @@ pub enum RustlsFn {
     ReaderFn,
     /// `core::ptr::drop_in_place::<rustls::conn::ConnectionCommon<_>>`.
     Drop,
+    /// Any other function of the `rustls::conn` module: rustls is linked in.
+    Other,
 }
 
 /// Classifies a demangled symbol name (`{:#}` form: no hash).
@@ -54,6 +56,8 @@ pub fn classify(demangled: &str) -> Option<RustlsFn> {
         Some(RustlsFn::ReaderFn)
     } else if name.starts_with("core::ptr::drop_in_place<rustls::conn::ConnectionCommon<") {
         Some(RustlsFn::Drop)
+    } else if name.contains("rustls::conn::") {
+        Some(RustlsFn::Other)
     } else {
         None
     }
@@ -75,7 +79,13 @@ pub fn attach(capture: &mut Capture, exe: &Executable) -> Result<Option<ExeProbe
     }
     let found = find_functions(&elf);
     let first = |kind: RustlsFn| found.iter().find(|f| f.kind == kind).copied();
-    let Some(write) = first(RustlsFn::Write) else { return Ok(None) };
+    let Some(write) = first(RustlsFn::Write) else {
+        if !found.is_empty() {
+            // E.g. inlined by link-time optimisation: say so rather than miss it silently.
+            tracing::warn!(exe = %exe.path.display(), "rustls found without Writer::write: not probed");
+        }
+        return Ok(None);
+    };
     // Plaintext comes out through `Read::read` (blocking streams) or through a chunk and its
     // consumption (`BufRead`, tokio-rustls); a program may use both.
     let read = first(RustlsFn::Read);
@@ -289,20 +299,23 @@ mod tests {
         let v0 = "_RNvXs2_NtNtCs4hSuorZousk_6rustls4conn10connectionNtB5_6ReaderNtNtCsjrHSEGnQ3l9_3std2io4Read4read";
         assert_eq!(classify(&format!("{:#}", rustc_demangle::demangle(v0))), Some(RustlsFn::Read));
         let v0 = "_RNvXs5_NtNtCs4hSuorZousk_6rustls4conn10connectionNtB5_6WriterNtNtCsjrHSEGnQ3l9_3std2io5Write5flush";
-        assert_eq!(classify(&format!("{:#}", rustc_demangle::demangle(v0))), None);
+        assert_eq!(classify(&format!("{:#}", rustc_demangle::demangle(v0))), Some(RustlsFn::Other));
         assert_eq!(classify("<rustls::conn::Writer as std::io::Write>::write"), Some(RustlsFn::Write));
         assert_eq!(classify("<rustls::conn::Reader as std::io::Read>::read"), Some(RustlsFn::Read));
-        assert_eq!(classify("<rustls::conn::connection::Writer as std::io::Write>::write_vectored"), None);
+        assert_eq!(
+            classify("<rustls::conn::connection::Writer as std::io::Write>::write_vectored"),
+            Some(RustlsFn::Other)
+        );
         assert_eq!(classify("rustls::conn::connection::Reader::into_first_chunk"), Some(RustlsFn::IntoFirstChunk));
         assert_eq!(
             classify("<rustls::conn::connection::Reader as std::io::BufRead>::consume"),
             Some(RustlsFn::Consume)
         );
-        assert_eq!(classify("<rustls::conn::connection::Reader as std::io::BufRead>::fill_buf"), None);
+        assert_eq!(classify("<rustls::conn::connection::Reader as std::io::BufRead>::fill_buf"), Some(RustlsFn::Other));
         assert_eq!(classify("rustls::conn::ConnectionCommon<Data>::reader"), Some(RustlsFn::ReaderFn));
-        assert_eq!(classify("rustls::conn::ConnectionCommon<Data>::read_tls"), None);
-        assert_eq!(classify("<rustls::conn::connection::Writer as std::io::Write>::flush"), None);
+        assert_eq!(classify("<rustls::conn::connection::Writer as std::io::Write>::flush"), Some(RustlsFn::Other));
         assert_eq!(classify("<rustls::stream::Stream<C,T> as std::io::Read>::read"), None);
+        assert_eq!(classify("rustls::conn::ConnectionCommon<Data>::read_tls"), Some(RustlsFn::Other));
         assert_eq!(
             classify("core::ptr::drop_in_place::<rustls::conn::ConnectionCommon<rustls::client::client_conn::ClientConnectionData>>"),
             Some(RustlsFn::Drop)
