@@ -32,6 +32,17 @@ pub mod names {
     pub const PROG_SSL_RET: &str = "ssl_ret";
     pub const PROG_SSL_RET_EX: &str = "ssl_ret_ex";
     pub const PROG_SSL_CLOSE: &str = "ssl_close";
+    pub const PROG_GNUTLS_SEND_ENTER: &str = "gnutls_send_enter";
+    pub const PROG_GNUTLS_RECV_ENTER: &str = "gnutls_recv_enter";
+    pub const PROG_GNUTLS_RET: &str = "gnutls_ret";
+    pub const PROG_GNUTLS_CLOSE: &str = "gnutls_close";
+    pub const PROG_RUSTLS_WRITE_ENTER: &str = "rustls_write_enter";
+    pub const PROG_RUSTLS_READ_ENTER: &str = "rustls_read_enter";
+    pub const PROG_RUSTLS_RET: &str = "rustls_ret";
+    pub const PROG_RUSTLS_CLOSE: &str = "rustls_close";
+    pub const PROG_RUSTLS_CHUNK_ENTER: &str = "rustls_chunk_enter";
+    pub const PROG_RUSTLS_CHUNK_RET: &str = "rustls_chunk_ret";
+    pub const PROG_RUSTLS_CONSUME_ENTER: &str = "rustls_consume_enter";
     pub const PROG_EXEC: &str = "sched_process_exec";
     pub const PROG_EXIT: &str = "sched_process_exit";
     pub const PROG_OPENAT: &str = "sys_enter_openat";
@@ -86,7 +97,7 @@ pub mod data_kind {
 pub mod proc_kind {
     pub const EXEC: u32 = 1;
     pub const EXIT: u32 = 2;
-    /// A process opened a file whose name looks like a TLS library (`libssl.so*`).
+    /// A process opened a file whose name looks like a TLS library (`libssl.so*`, `libgnutls.so*`).
     pub const LIB_OPEN: u32 = 3;
 }
 

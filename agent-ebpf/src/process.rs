@@ -18,7 +18,9 @@ const OPENAT_FLAGS_OFFSET: usize = 32;
 /// `O_WRONLY | O_RDWR`: the dynamic loader opens libraries read-only; an open for writing is
 /// a copy or an install in progress, whose half-written file cannot be probed yet.
 const O_ACCMODE_WRITE: u64 = 0o1 | 0o2;
-const NEEDLE: &[u8; 9] = b"libssl.so";
+/// Basename prefixes of the TLS libraries probed by file: OpenSSL's libssl and GnuTLS.
+const LIBSSL: &[u8] = b"libssl.so";
+const LIBGNUTLS: &[u8] = b"libgnutls.so";
 
 #[inline(always)]
 fn emit(kind: u32, tgid: u32) {
@@ -89,7 +91,7 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
             return 0;
         }
     };
-    if !has_libssl_basename(path, n) {
+    if !(has_basename(path, n, LIBSSL) || has_basename(path, n, LIBGNUTLS)) {
         entry.discard(0);
         return 0;
     }
@@ -103,20 +105,21 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Longest basename considered, e.g. `libssl.so.1.0.2k-fips` fits.
+/// Longest basename considered, e.g. `libssl.so.1.0.2k-fips` and `libgnutls.so.30.34.3` fit.
 const MAX_BASENAME: usize = 24;
 
-/// True if the last path component starts with `libssl.so`. Tests the few possible start
+/// True if the last path component starts with `needle`. Tests the few possible start
 /// positions near the end instead of scanning the path: a scan with data-dependent state
-/// multiplies verifier states beyond the instruction limit.
+/// multiplies verifier states beyond the instruction limit. Each failed position returns to
+/// the same loop state, so a second needle adds its instructions, not a product of states.
 #[inline(always)]
-fn has_libssl_basename(path: &[u8; PATH_LEN], n: usize) -> bool {
-    let mut l = NEEDLE.len();
+fn has_basename(path: &[u8; PATH_LEN], n: usize, needle: &[u8]) -> bool {
+    let mut l = needle.len();
     while l <= MAX_BASENAME {
         if n >= l {
             let start = n - l;
             let after_slash = start == 0 || path[(start - 1) & (PATH_LEN - 1)] == b'/';
-            if after_slash && matches_at(path, start) {
+            if after_slash && matches_at(path, start, needle) {
                 return true;
             }
         }
@@ -126,10 +129,10 @@ fn has_libssl_basename(path: &[u8; PATH_LEN], n: usize) -> bool {
 }
 
 #[inline(always)]
-fn matches_at(path: &[u8; PATH_LEN], start: usize) -> bool {
+fn matches_at(path: &[u8; PATH_LEN], start: usize, needle: &[u8]) -> bool {
     let mut j = 0;
-    while j < NEEDLE.len() {
-        if path[(start + j) & (PATH_LEN - 1)] != NEEDLE[j] {
+    while j < needle.len() {
+        if path[(start + j) & (PATH_LEN - 1)] != needle[j] {
             return false;
         }
         j += 1;

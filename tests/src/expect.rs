@@ -169,17 +169,17 @@ impl Expected {
         }
     }
 
-    /// Expect another `tls_library` than "openssl".
-    pub fn with_library(mut self, library: &str) -> Self {
-        self.tls_library = library.into();
-        self
-    }
-
     /// Also expect the record to belong to this process.
     pub fn with_process(mut self, pid: u32, comm: Option<&str>, exe: Option<&str>) -> Self {
         self.pid = Some(pid);
         self.comm = comm.map(String::from);
         self.exe = exe.map(String::from);
+        self
+    }
+
+    /// Expect the record to come from this TLS stack (`TlsLibrary::as_str`).
+    pub fn with_library(mut self, library: &str) -> Self {
+        self.tls_library = library.into();
         self
     }
 }

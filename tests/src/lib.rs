@@ -29,7 +29,9 @@ pub mod kube;
 pub mod metered;
 pub mod node;
 pub mod plain;
+pub mod raw_tls;
 pub mod records;
+pub mod rust_client;
 pub mod server;
 
 pub use agent::{agent, Agent};

@@ -10,6 +10,7 @@ use crate::{run, workspace_root};
 pub fn ensure() -> Result<PathBuf> {
     ensure_system_tools()?;
     ensure_node_clients()?;
+    ensure_rust_client()?;
     let venv = workspace_root().join("target").join("test-venv");
     let python = venv.join("bin").join("python");
     let requirements = workspace_root().join("tests/fixtures/requirements.txt");
@@ -25,6 +26,37 @@ pub fn ensure() -> Result<PathBuf> {
         .arg(&requirements))?;
     std::fs::write(&stamp, wanted)?;
     Ok(python)
+}
+
+/// The rustls client of tests/tests/rustls_e2e.rs, built (release, symbols kept) into
+/// target/rust-client (and, with v0 symbol mangling, target/rust-client-v0; and a debug
+/// build) from its own workspace; the tests build it too, this only moves the first, long builds out of a test's
+/// time budget. A no-op when they are up to date.
+fn ensure_rust_client() -> Result<()> {
+    let root = workspace_root();
+    let builds = [
+        ("rust-client", "", true),
+        ("rust-client-v0", "-C symbol-mangling-version=v0", true),
+        ("rust-client", "", false),
+    ];
+    for (dir, rustflags, release) in builds {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--locked", "--quiet", "--manifest-path"])
+            .arg(root.join("tests/fixtures/rust_client/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(root.join("target").join(dir))
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR");
+        if release {
+            cmd.arg("--release");
+        }
+        if !rustflags.is_empty() {
+            cmd.env("RUSTFLAGS", rustflags);
+        }
+        run(&mut cmd)?;
+    }
+    Ok(())
 }
 
 fn have(tool: &str) -> bool {
@@ -56,6 +88,8 @@ fn ensure_system_tools() -> Result<()> {
         ("npm", "npm"),
         // `go` builds the Go test client (tests/fixtures/go_client, standard library only).
         ("go", "golang-go"),
+        // The GnuTLS client of tests/tests/gnutls_e2e.rs (pulls in libgnutls30).
+        ("gnutls-cli", "gnutls-bin"),
     ]
     .into_iter()
     .filter(|(tool, _)| !have(tool))

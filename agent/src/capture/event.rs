@@ -139,7 +139,7 @@ pub enum ProcRecord {
     Exit {
         tgid: u32,
     },
-    /// A process opened a `libssl.so*` file; `path` as the process named it.
+    /// A process opened a `libssl.so*` or `libgnutls.so*` file; `path` as the process named it.
     LibOpen {
         tgid: u32,
         path: String,

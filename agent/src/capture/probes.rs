@@ -5,7 +5,7 @@ use tokentap_common::names;
 pub struct ProbeSpec {
     pub symbol: &'static str,
     pub program: &'static str,
-    /// A library without this symbol is not OpenSSL as we know it: refuse to half-attach.
+    /// A library without this symbol is not the library we know: refuse to half-attach.
     pub required: bool,
 }
 
@@ -28,6 +28,17 @@ pub const OPENSSL: &[ProbeSpec] = &[
     probe("SSL_free", names::PROG_SSL_CLOSE, false),
     // SNI: `SSL_set_tlsext_host_name` is a macro over `SSL_ctrl` (endpoint identity).
     probe("SSL_ctrl", names::PROG_SSL_CTRL, false),
+];
+
+/// GnuTLS 3.x (`libgnutls.so.30`). `gnutls_record_send` and `gnutls_record_recv` return the
+/// byte count; `gnutls_bye` and `gnutls_deinit` end a session.
+pub const GNUTLS: &[ProbeSpec] = &[
+    probe("gnutls_record_send", names::PROG_GNUTLS_SEND_ENTER, true),
+    probe("gnutls_record_send", names::PROG_GNUTLS_RET, true),
+    probe("gnutls_record_recv", names::PROG_GNUTLS_RECV_ENTER, true),
+    probe("gnutls_record_recv", names::PROG_GNUTLS_RET, true),
+    probe("gnutls_bye", names::PROG_GNUTLS_CLOSE, false),
+    probe("gnutls_deinit", names::PROG_GNUTLS_CLOSE, false),
 ];
 
 /// `(category, name, program)` of every tracepoint.

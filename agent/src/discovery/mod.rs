@@ -11,9 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::capture::{probes, Capture};
+use crate::capture::{probes, Capture, TlsLibrary};
 
-/// Directories whose libssl files are probed up front, so that any process started later
+/// Directories whose TLS library files (libssl, libgnutls) are probed up front, so that any process started later
 /// that loads one is covered from its first call, with no race against its startup.
 pub const STANDARD_DIRS: &[&str] = &[
     "/lib",
@@ -34,6 +34,7 @@ const EXEC_RESCANS: &[Duration] = &[Duration::from_millis(200), Duration::from_s
 #[derive(Debug, Clone)]
 pub struct AttachedLibrary {
     pub path: PathBuf,
+    pub library: TlsLibrary,
     pub probes: usize,
     pub missing_optional: Vec<&'static str>,
 }
@@ -84,11 +85,21 @@ impl Discovery {
         if self.attached_inodes.contains(&(meta.dev(), meta.ino())) {
             return;
         }
-        match capture.attach_library(path, probes::OPENSSL) {
+        // The file name tells the library: the same name in a container or a vendored copy.
+        let (library, table) = match procmaps::library_kind(path) {
+            Some(procmaps::LibraryKind::OpenSsl) => (TlsLibrary::OpenSsl, probes::OPENSSL),
+            Some(procmaps::LibraryKind::GnuTls) => (TlsLibrary::GnuTls, probes::GNUTLS),
+            None => return,
+        };
+        match capture.attach_library(path, table) {
             Ok((probes, missing_optional)) => {
                 self.attached_inodes.insert((meta.dev(), meta.ino()));
-                tracing::info!(library = %path.display(), probes, ?missing_optional, "attached OpenSSL probes");
-                self.attached.push(AttachedLibrary { path: path.to_path_buf(), probes, missing_optional });
+                let name = match library {
+                    TlsLibrary::GnuTls => "GnuTLS",
+                    _ => "OpenSSL",
+                };
+                tracing::info!(library = %path.display(), probes, ?missing_optional, "attached {name} probes");
+                self.attached.push(AttachedLibrary { path: path.to_path_buf(), library, probes, missing_optional });
             }
             Err(e) => {
                 self.failures += 1;
@@ -101,7 +112,7 @@ impl Discovery {
         for dir in STANDARD_DIRS {
             let Ok(entries) = std::fs::read_dir(dir) else { continue };
             let mut paths: Vec<PathBuf> =
-                entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| procmaps::is_libssl(p)).collect();
+                entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| procmaps::is_tls_library(p)).collect();
             paths.sort();
             for path in paths {
                 self.consider(capture, &path);
@@ -112,8 +123,8 @@ impl Discovery {
     pub fn scan_process(&mut self, capture: &mut Capture, pid: u32) {
         self.consider_executable(capture, pid);
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
-        for path in procmaps::libssl_paths(&maps) {
-            self.consider(capture, &procmaps::host_path(pid, &path));
+        for path in procmaps::tls_library_paths(&maps) {
+            self.consider(capture, &stable_path(pid, &path));
         }
     }
 
@@ -129,9 +140,9 @@ impl Discovery {
         }
     }
 
-    /// A process opened a `libssl.so*` file: probe it now, before the library's first call.
+    /// A process opened a `libssl.so*` or `libgnutls.so*` file: probe it now, before the library's first call.
     pub fn on_lib_open(&mut self, capture: &mut Capture, pid: u32, path: &str) {
-        self.consider(capture, &procmaps::host_path(pid, Path::new(path)));
+        self.consider(capture, &stable_path(pid, Path::new(path)));
     }
 
     /// Inspects the program process `pid` runs, once per executable file.
@@ -146,7 +157,7 @@ impl Discovery {
         // one is visible from here, else through the process's own link.
         let target = std::fs::read_link(&path)
             .ok()
-            .map(|p| procmaps::host_path(pid, &p))
+            .map(|p| stable_path(pid, &p))
             .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino()))
             .unwrap_or(path);
         self.inspect_executable(capture, &target, inode);
@@ -193,7 +204,7 @@ impl Discovery {
                     // program can finish within the ~10-30 ms that takes, and its
                     // /proc/PID/root path goes with it): let its next exec try again.
                     self.executables_seen.remove(&inode);
-                    tracing::warn!(exe = %target.display(), error = %e, "not probing this executable");
+                    tracing::warn!(exe = %target.display(), error = %error_chain(&e), "not probing this executable");
                 }
             }
         }
@@ -231,4 +242,33 @@ impl Discovery {
             self.scan_process(capture, pid);
         }
     }
+}
+
+/// The path through which to attach to a file that process `pid` names `path`: that very name
+/// when it reaches the same file from the agent's mount namespace (the probes then do not
+/// depend on the process, which may exit before the attach is done: a short-lived client
+/// would otherwise leave its executable unprobed for good), else the way through
+/// `/proc/PID/root` (containers).
+fn stable_path(pid: u32, path: &Path) -> PathBuf {
+    let via_proc = procmaps::host_path(pid, path);
+    if path.is_absolute() {
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(path), std::fs::metadata(&via_proc)) {
+            if a.dev() == b.dev() && a.ino() == b.ino() {
+                return path.to_path_buf();
+            }
+        }
+    }
+    via_proc
+}
+
+/// `error: cause: cause`, so that a failed attach names the system call's errno.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

@@ -6,6 +6,7 @@ pub mod boringssl;
 pub mod go;
 pub mod runtimes;
 pub mod rustls;
+pub mod rustls_offset;
 pub mod static_openssl;
 pub mod symbols;
 pub mod unprobed;
