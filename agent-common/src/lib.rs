@@ -16,6 +16,8 @@ pub const MAX_CHUNKS_PER_CALL: u32 = 512;
 pub const MAX_CALL_CAP: u64 = CHUNK_LEN as u64 * MAX_CHUNKS_PER_CALL as u64;
 /// Default per-call capture cap: bytes of one `SSL_write`/`SSL_read` shipped to user space.
 pub const DEFAULT_CALL_CAP: u64 = 4 * 1024 * 1024;
+/// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
 /// Length of a file path carried by a `LibOpen` event.
 pub const PATH_LEN: usize = 256;
 
@@ -182,7 +184,15 @@ pub struct ProcEvent {
     pub tgid: u32,
     pub cgroup_id: u64,
     pub ts_ns: u64,
-    /// For `LIB_OPEN`: the path as the process passed it (may be relative), NUL-terminated.
+    /// The task's `comm` when the event was made, NUL-padded. For `EXEC` it is what user space
+    /// falls back on when the process is gone before its `/proc` entry could be read (a
+    /// short-lived client whose calls are parsed after its exit).
+    pub comm: [u8; COMM_LEN],
+    /// Real uid of the task.
+    pub uid: u32,
+    pub _pad: u32,
+    /// For `LIB_OPEN`: the path as the process passed it (may be relative); for `EXEC`: the
+    /// file the kernel executed. NUL-terminated.
     pub path: [u8; PATH_LEN],
 }
 
@@ -216,7 +226,7 @@ pub const DATA_HEADER_LEN: usize = core::mem::size_of::<DataHeader>();
 const _: () = assert!(core::mem::size_of::<DataHeader>() == 64);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnState>() == 8);
-const _: () = assert!(core::mem::size_of::<ProcEvent>() == 24 + PATH_LEN);
+const _: () = assert!(core::mem::size_of::<ProcEvent>() == 48 + PATH_LEN);
 const _: () = assert!(core::mem::size_of::<DataEvent>() == 64 + CHUNK_LEN);
 const _: () = assert!(CHUNK_LEN.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<PeerEvent>() == 64 + 32);

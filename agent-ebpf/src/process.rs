@@ -4,11 +4,15 @@
 //! library is covered from its first call. These notices let the agent attach to libraries
 //! it has not seen yet (new container images, vendored copies) as soon as they are opened.
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_str_bytes},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
+    },
     macros::tracepoint,
     programs::TracePointContext,
+    EbpfContext,
 };
-use tokentap_common::{counter, proc_kind, ProcEvent, PATH_LEN};
+use tokentap_common::{counter, proc_kind, ProcEvent, COMM_LEN, PATH_LEN};
 
 use crate::maps::{bump, AGENT_TGID, PROC_EVENTS};
 
@@ -22,8 +26,12 @@ const O_ACCMODE_WRITE: u64 = 0o1 | 0o2;
 const LIBSSL: &[u8] = b"libssl.so";
 const LIBGNUTLS: &[u8] = b"libgnutls.so";
 
+/// Offset of `__data_loc char[] filename` in `sched:sched_process_exec` (see its `format`):
+/// a u32 whose low half is the string's offset in the record, the high half its length.
+const EXEC_FILENAME_LOC_OFFSET: usize = 8;
+
 #[inline(always)]
-fn emit(kind: u32, tgid: u32) {
+fn emit(kind: u32, tgid: u32, exec_ctx: Option<&TracePointContext>) {
     let Some(mut entry) = PROC_EVENTS.reserve::<ProcEvent>(0) else {
         bump(counter::PROC_LOST);
         return;
@@ -35,15 +43,29 @@ fn emit(kind: u32, tgid: u32) {
         (*event).tgid = tgid;
         (*event).cgroup_id = bpf_get_current_cgroup_id();
         (*event).ts_ns = bpf_ktime_get_ns();
+        (*event).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+        (*event).uid = bpf_get_current_uid_gid() as u32;
+        (*event)._pad = 0;
         (*event).path[0] = 0;
+    }
+    if let Some(ctx) = exec_ctx {
+        // SAFETY: reading the tracepoint record at its documented offset; the string is in the
+        // record itself (kernel memory), read with the kernel string helper.
+        if let Ok(loc) = unsafe { ctx.read_at::<u32>(EXEC_FILENAME_LOC_OFFSET) } {
+            let src = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
+            let path = unsafe { &mut (*event).path };
+            if unsafe { bpf_probe_read_kernel_str_bytes(src, path) }.is_err() {
+                path[0] = 0;
+            }
+        }
     }
     entry.submit(0);
 }
 
 #[tracepoint]
-pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    emit(proc_kind::EXEC, tgid);
+    emit(proc_kind::EXEC, tgid, Some(&ctx));
     0
 }
 
@@ -52,7 +74,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // Only the thread-group leader's exit ends the process for our purposes.
     if (pid_tgid >> 32) as u32 == pid_tgid as u32 {
-        emit(proc_kind::EXIT, (pid_tgid >> 32) as u32);
+        emit(proc_kind::EXIT, (pid_tgid >> 32) as u32, None);
     }
     0
 }
@@ -100,6 +122,9 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
         (*event).tgid = tgid;
         (*event).cgroup_id = bpf_get_current_cgroup_id();
         (*event).ts_ns = bpf_ktime_get_ns();
+        (*event).comm = [0; COMM_LEN];
+        (*event).uid = bpf_get_current_uid_gid() as u32;
+        (*event)._pad = 0;
     }
     entry.submit(0);
     0

@@ -160,14 +160,12 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             }
             guard = data.readable_mut() => {
                 let mut guard = guard?;
-                agent.drain_data(guard.get_inner_mut());
+                agent.drain(guard.get_inner_mut(), proc.get_mut());
                 guard.clear_ready();
             }
             guard = proc.readable_mut() => {
                 let mut guard = guard?;
-                // Data first: a process's last reads precede its exit notice.
-                agent.drain_data(data.get_mut());
-                agent.drain_proc(guard.get_inner_mut());
+                agent.drain(data.get_mut(), guard.get_inner_mut());
                 guard.clear_ready();
             }
             _ = tick.tick() => {
@@ -218,25 +216,36 @@ impl Agent {
         }
     }
 
-    fn drain_proc(&mut self, ring: &mut RingBuf<MapData>) {
+    /// Process notices, then data, then exits. An exec is handled before the data that follows
+    /// it, so a short-lived client is named while it exists (or by what the kernel saw of it);
+    /// an exit after all data, because a process's last reads precede its exit notice.
+    fn drain(&mut self, data: &mut RingBuf<MapData>, proc: &mut RingBuf<MapData>) {
+        let exits = self.drain_proc(proc);
+        self.drain_data(data);
         let mut out = Output::default();
+        for tgid in exits {
+            let now = self.clock.monotonic_now_ns();
+            self.tracker.on_exit(tgid, now, &mut out);
+            self.apply(&mut out);
+            self.discovery.on_exit(tgid);
+            self.identity.remove(tgid);
+        }
+    }
+
+    /// Handles exec and library notices; returns the processes that exited, in order.
+    fn drain_proc(&mut self, ring: &mut RingBuf<MapData>) -> Vec<u32> {
+        let mut exits = Vec::new();
         while let Some(item) = ring.next() {
             let record = capture::decode_proc(&item);
             drop(item);
             match record {
-                Ok(ProcRecord::Exec { tgid, ts_ns }) => {
-                    self.identity.on_exec(tgid, ts_ns, self.clock.monotonic_now_ns());
+                Ok(ProcRecord::Exec { tgid, ts_ns, seen }) => {
+                    self.identity.on_exec(tgid, ts_ns, self.clock.monotonic_now_ns(), &seen);
                     // At once: a program's first TLS call may follow its exec within milliseconds.
                     self.discovery.consider_executable(&mut self.capture, tgid);
                     self.discovery.on_exec(tgid, Instant::now());
                 }
-                Ok(ProcRecord::Exit { tgid }) => {
-                    let now = self.clock.monotonic_now_ns();
-                    self.tracker.on_exit(tgid, now, &mut out);
-                    self.apply(&mut out);
-                    self.discovery.on_exit(tgid);
-                    self.identity.remove(tgid);
-                }
+                Ok(ProcRecord::Exit { tgid }) => exits.push(tgid),
                 Ok(ProcRecord::LibOpen { tgid, path }) => {
                     self.discovery.on_lib_open(&mut self.capture, tgid, &path);
                     self.stats.libraries_attached = self.discovery.attached.len();
@@ -244,6 +253,7 @@ impl Agent {
                 Err(e) => self.stats.failure(e.reason()),
             }
         }
+        exits
     }
 
     fn apply(&mut self, out: &mut Output) {

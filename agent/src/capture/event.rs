@@ -3,7 +3,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use thiserror::Error;
 use tokentap_common::{
-    data_kind, direction, flags, library, proc_kind, DataHeader, ProcEvent, DATA_HEADER_LEN, PATH_LEN,
+    data_kind, direction, flags, library, proc_kind, DataHeader, ProcEvent, COMM_LEN, DATA_HEADER_LEN, PATH_LEN,
 };
 
 /// A TLS session: the owning process and the library's session object.
@@ -135,6 +135,7 @@ pub enum ProcRecord {
     Exec {
         tgid: u32,
         ts_ns: u64,
+        seen: ExecSeen,
     },
     Exit {
         tgid: u32,
@@ -258,6 +259,21 @@ fn decode_sockaddr(b: &[u8]) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// What the kernel saw of a process at its exec: the fallback identity of a process that is
+/// gone before the agent reads its `/proc` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSeen {
+    pub comm: String,
+    /// The file the kernel executed, as named to `execve` after path search.
+    pub filename: String,
+    pub uid: u32,
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
 pub fn decode_proc(bytes: &[u8]) -> Result<ProcRecord, DecodeError> {
     if bytes.len() < std::mem::size_of::<ProcEvent>() {
         return Err(DecodeError::Short(bytes.len()));
@@ -265,7 +281,11 @@ pub fn decode_proc(bytes: &[u8]) -> Result<ProcRecord, DecodeError> {
     // SAFETY: length checked; ProcEvent is plain old data valid for any bit pattern.
     let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const ProcEvent) };
     match e.kind {
-        proc_kind::EXEC => Ok(ProcRecord::Exec { tgid: e.tgid, ts_ns: e.ts_ns }),
+        proc_kind::EXEC => Ok(ProcRecord::Exec {
+            tgid: e.tgid,
+            ts_ns: e.ts_ns,
+            seen: ExecSeen { comm: c_string(&e.comm), filename: c_string(&e.path), uid: e.uid },
+        }),
         proc_kind::EXIT => Ok(ProcRecord::Exit { tgid: e.tgid }),
         proc_kind::LIB_OPEN => {
             let end = e.path.iter().position(|&b| b == 0).unwrap_or(PATH_LEN);
@@ -376,12 +396,30 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_lib_open() {
-        let mut e = ProcEvent { kind: proc_kind::LIB_OPEN, tgid: 5, cgroup_id: 1, ts_ns: 2, path: [0; PATH_LEN] };
+        let mut e = ProcEvent {
+            kind: proc_kind::LIB_OPEN,
+            tgid: 5,
+            cgroup_id: 1,
+            ts_ns: 2,
+            comm: [0; COMM_LEN],
+            uid: 0,
+            _pad: 0,
+            path: [0; PATH_LEN],
+        };
         e.path[..11].copy_from_slice(b"libssl.so.3");
         let mut v = vec![0u8; std::mem::size_of::<ProcEvent>()];
         // SAFETY: POD write into a buffer of its size.
         unsafe { std::ptr::write_unaligned(v.as_mut_ptr() as *mut ProcEvent, e) };
         assert_eq!(decode_proc(&v), Ok(ProcRecord::LibOpen { tgid: 5, path: "libssl.so.3".into() }));
         assert_eq!(decode_proc(&v[..3]), Err(DecodeError::Short(3)));
+        e.kind = proc_kind::EXEC;
+        e.comm[..4].copy_from_slice(b"curl");
+        e.uid = 1000;
+        e.path = [0; PATH_LEN];
+        e.path[..13].copy_from_slice(b"/usr/bin/curl");
+        // SAFETY: POD write into a buffer of its size.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr() as *mut ProcEvent, e) };
+        let seen = ExecSeen { comm: "curl".into(), filename: "/usr/bin/curl".into(), uid: 1000 };
+        assert_eq!(decode_proc(&v), Ok(ProcRecord::Exec { tgid: 5, ts_ns: 2, seen }));
     }
 }

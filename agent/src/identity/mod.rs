@@ -7,6 +7,8 @@ pub mod users;
 
 use std::collections::HashMap;
 
+use crate::capture::event::ExecSeen;
+
 use self::{
     kube::PodCache,
     model::{CgroupInfo, Workload},
@@ -92,11 +94,23 @@ impl Resolver {
     }
 
     /// `pid` exec'd a new program at `exec_ns`: an identity read before then is stale. The new
-    /// one is read right away, while the process surely exists.
-    pub fn on_exec(&mut self, pid: u32, exec_ns: u64, now_ns: u64) {
+    /// one is read right away. A short-lived client can be gone already (the agent handles
+    /// notices after the data they precede): then what the kernel saw at the exec names it.
+    pub fn on_exec(&mut self, pid: u32, exec_ns: u64, now_ns: u64, seen: &ExecSeen) {
         if self.entries.get(&pid).is_none_or(|(_, read_ns)| *read_ns < exec_ns) {
             let info = ProcessInfo::read(pid, &mut self.users);
             self.entries.insert(pid, (info, now_ns));
+        }
+        if let Some((info, _)) = self.entries.get_mut(&pid) {
+            if info.comm.is_empty() && info.exe.is_empty() {
+                info.comm = seen.comm.clone();
+                // The executed name may be a symlink; /proc/PID/exe would name its target.
+                info.exe = std::fs::canonicalize(&seen.filename)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| seen.filename.clone());
+                info.uid = Some(seen.uid);
+                info.user = self.users.name(pid, seen.uid);
+            }
         }
     }
 
@@ -118,14 +132,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_process_gone_before_its_exec_notice_is_named_by_what_the_kernel_saw() {
+        let mut cache = Resolver::new(None);
+        // No such pid: its /proc entry is gone, as for a client that exited already. Its data
+        // was parsed first (observe), so an empty identity is cached before the exec notice.
+        let gone = u32::MAX - 7;
+        cache.observe(gone, 50);
+        let seen = ExecSeen { comm: "curl".into(), filename: "/bin/sh".into(), uid: 0 };
+        cache.on_exec(gone, 40, 60, &seen);
+        let w = cache.workload(gone, 70);
+        assert_eq!(w.comm, "curl");
+        let sh = std::fs::canonicalize("/bin/sh").unwrap().display().to_string();
+        assert_eq!(w.exe, sh, "the executed file, its symlinks resolved as /proc/PID/exe would");
+        assert_eq!(w.uid, Some(0));
+    }
+
+    #[test]
     fn identity_read_after_exec_survives_a_late_exec_notice() {
         let me = std::process::id();
         let mut cache = Resolver::new(None);
         cache.observe(me, 200);
         cache.entries.get_mut(&me).unwrap().0.comm = "marker".into();
-        cache.on_exec(me, 100, 300);
+        cache.on_exec(me, 100, 300, &ExecSeen::default());
         assert_eq!(cache.workload(me, 300).comm, "marker");
-        cache.on_exec(me, 250, 300);
+        cache.on_exec(me, 250, 300, &ExecSeen::default());
         let w = cache.workload(me, 300);
         assert_ne!(w.comm, "marker");
         assert!(!w.exe.is_empty());
