@@ -3,7 +3,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use thiserror::Error;
 use tokentap_common::{
-    data_kind, direction, flags, library, proc_kind, DataHeader, ProcEvent, COMM_LEN, DATA_HEADER_LEN, PATH_LEN,
+    data_kind, direction, flags, library, proc_kind, DataHeader, ProcEvent, DATA_HEADER_LEN, PATH_LEN,
 };
 
 /// A TLS session: the owning process and the library's session object.
@@ -299,6 +299,7 @@ pub fn decode_proc(bytes: &[u8]) -> Result<ProcRecord, DecodeError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use tokentap_common::COMM_LEN;
 
     pub fn data_record(h: DataHeader, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![0u8; DATA_HEADER_LEN];
