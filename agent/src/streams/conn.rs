@@ -29,6 +29,26 @@ pub struct Exchange {
     pub response_end_ns: u64,
 }
 
+/// One direction's next piece of a connection: bytes, or (`data == None`) a gap of `gap` lost
+/// bytes. Every HTTP version's `feed` takes one. No `Debug`: it holds plaintext.
+#[derive(Clone, Copy)]
+pub struct Piece<'a> {
+    pub direction: Direction,
+    pub ts_ns: u64,
+    pub data: Option<&'a [u8]>,
+    pub gap: u64,
+}
+
+impl<'a> Piece<'a> {
+    pub fn bytes(direction: Direction, ts_ns: u64, data: &'a [u8]) -> Self {
+        Piece { direction, ts_ns, data: Some(data), gap: 0 }
+    }
+
+    pub fn gap(direction: Direction, ts_ns: u64, gap: u64) -> Self {
+        Piece { direction, ts_ns, data: None, gap }
+    }
+}
+
 /// What the connection learned from one feed.
 #[derive(Default)]
 pub struct Outcome {
@@ -105,14 +125,8 @@ impl HttpConnection {
     }
 
     /// Feeds bytes (or, with `data == None`, a gap of `gap` lost bytes) of one direction.
-    pub fn feed(
-        &mut self,
-        direction: Direction,
-        ts_ns: u64,
-        data: Option<&[u8]>,
-        gap: u64,
-        out: &mut Outcome,
-    ) -> Result<(), HttpError> {
+    pub fn feed(&mut self, piece: Piece<'_>, out: &mut Outcome) -> Result<(), HttpError> {
+        let Piece { direction, ts_ns, data, gap } = piece;
         let mut events = std::mem::take(&mut self.events);
         events.clear();
         let parser = match direction {

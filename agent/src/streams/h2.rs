@@ -8,7 +8,7 @@ use tokentap_proto::{
     llm::{self, Endpoint},
 };
 
-use super::conn::{host_and_port, is_ai_connection, Exchange, Outcome};
+use super::conn::{host_and_port, is_ai_connection, Exchange, Outcome, Piece};
 use crate::capture::event::Direction;
 
 /// Failures kept while a connection is unclassified; a joined-late connection that never shows a
@@ -58,14 +58,8 @@ impl H2Connection {
         self.parser.verified()
     }
 
-    pub fn feed(
-        &mut self,
-        direction: Direction,
-        ts_ns: u64,
-        data: Option<&[u8]>,
-        gap: u64,
-        out: &mut Outcome,
-    ) -> Result<(), H2Error> {
+    pub fn feed(&mut self, piece: Piece<'_>, out: &mut Outcome) -> Result<(), H2Error> {
+        let Piece { direction, ts_ns, data, gap } = piece;
         let role = match direction {
             Direction::Egress => Role::Request,
             Direction::Ingress => Role::Response,
