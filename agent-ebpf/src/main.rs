@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod calls;
 mod emit;
 mod maps;
 mod process;

@@ -18,30 +18,23 @@ use aya_ebpf::{
 use tokentap_common::{counter, data_kind, direction, library, NameEvent};
 
 use crate::{
-    emit::{emit_call, emit_close, ignored, meta_header},
-    maps::{bump, CallArgs, ACTIVE_CALLS, AGENT_TGID, CONN_STATE, DATA_EVENTS},
+    calls::{caller, close, remember, take},
+    emit::{emit_call, meta_header},
+    maps::{bump, CallArgs, AGENT_TGID, DATA_EVENTS},
 };
 
 #[inline(always)]
 fn enter(ctx: &ProbeContext, dir: u32) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == AGENT_TGID.load() {
+    let Some(pid_tgid) = caller() else {
         return 0;
-    }
+    };
     let conn: u64 = ctx.arg(0).unwrap_or(0);
     let buf: u64 = ctx.arg(1).unwrap_or(0);
     let out_len: u64 = ctx.arg(3).unwrap_or(0);
     if conn == 0 || buf == 0 {
         return 0;
     }
-    if ignored(tgid, conn) {
-        bump(counter::CALLS_SKIPPED);
-        return 0;
-    }
-    let args = CallArgs { conn, buf, out_len, direction: dir, library: attached_library(ctx) };
-    let _ = ACTIVE_CALLS.insert(&pid_tgid, &args, 0);
-    0
+    remember(pid_tgid, &CallArgs { conn, buf, out_len, direction: dir, library: attached_library(ctx) })
 }
 
 /// The library id this attach was tagged with, OpenSSL when untagged.
@@ -69,12 +62,10 @@ pub fn ssl_read_enter(ctx: ProbeContext) -> u32 {
 /// Return of `SSL_write`/`SSL_read`: the return value is the byte count.
 #[uretprobe]
 pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before removal.
-    let Some(args) = (unsafe { ACTIVE_CALLS.get(&pid_tgid) }).copied() else {
+    // Any library: BoringSSL shares these programs (its id comes from the attach cookie).
+    let Some(args) = take(bpf_get_current_pid_tgid(), None) else {
         return 0;
     };
-    let _ = ACTIVE_CALLS.remove(&pid_tgid);
     let ret: i64 = ctx.ret::<i64>() as i32 as i64;
     if ret > 0 {
         emit_call(&args, ret as u64);
@@ -85,12 +76,10 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
 /// Return of `SSL_write_ex`/`SSL_read_ex`: 1 on success, count stored through the 4th argument.
 #[uretprobe]
 pub fn ssl_ret_ex(ctx: RetProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before removal.
-    let Some(args) = (unsafe { ACTIVE_CALLS.get(&pid_tgid) }).copied() else {
+    // Any library: BoringSSL shares these programs (its id comes from the attach cookie).
+    let Some(args) = take(bpf_get_current_pid_tgid(), None) else {
         return 0;
     };
-    let _ = ACTIVE_CALLS.remove(&pid_tgid);
     let ret: i32 = ctx.ret::<i32>();
     if ret != 1 || args.out_len == 0 {
         return 0;
@@ -108,19 +97,7 @@ pub fn ssl_ret_ex(ctx: RetProbeContext) -> u32 {
 /// `SSL_shutdown(ssl)` and `SSL_free(ssl)`: the session ends.
 #[uprobe]
 pub fn ssl_close(ctx: ProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == AGENT_TGID.load() {
-        return 0;
-    }
-    let conn: u64 = ctx.arg(0).unwrap_or(0);
-    if conn == 0 {
-        return 0;
-    }
-    let key = tokentap_common::ConnKey { tgid, _pad: 0, conn };
-    let _ = CONN_STATE.remove(&key);
-    emit_close(tgid, pid_tgid as u32, conn, attached_library(&ctx));
-    0
+    close(&ctx, attached_library(&ctx))
 }
 
 /// `SSL_ctrl` command behind the `SSL_set_tlsext_host_name` macro.

@@ -25,11 +25,12 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use tokentap_common::{counter, direction, library, ConnKey};
+use tokentap_common::{direction, library};
 
 use crate::{
-    emit::{emit_call, emit_close, ignored},
-    maps::{bump, CallArgs, ACTIVE_CALLS, AGENT_TGID, CONN_STATE},
+    calls::{close, remember, take},
+    emit::emit_call,
+    maps::{CallArgs, AGENT_TGID},
 };
 
 /// Per thread: the connection and the address of the chunk `into_first_chunk` last handed out
@@ -61,13 +62,7 @@ fn enter(ctx: &ProbeContext, dir: u32, field_offset: u64) -> u32 {
     if buf == 0 {
         return 0;
     }
-    if ignored(tgid, conn) {
-        bump(counter::CALLS_SKIPPED);
-        return 0;
-    }
-    let args = CallArgs { conn, buf, out_len: 0, direction: dir, library: library::RUSTLS };
-    let _ = ACTIVE_CALLS.insert(&pid_tgid, &args, 0);
-    0
+    remember(pid_tgid, &CallArgs { conn, buf, out_len: 0, direction: dir, library: library::RUSTLS })
 }
 
 #[uprobe]
@@ -87,14 +82,9 @@ pub fn rustls_read_enter(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn rustls_ret(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before removal.
-    let Some(args) = (unsafe { ACTIVE_CALLS.get(&pid_tgid) }).copied() else {
+    let Some(args) = take(pid_tgid, Some(library::RUSTLS)) else {
         return 0;
     };
-    if args.library != library::RUSTLS {
-        return 0;
-    }
-    let _ = ACTIVE_CALLS.remove(&pid_tgid);
     let tag: u64 = ctx.ret::<u64>();
     // SAFETY: `regs` is the probe's register snapshot, valid while the program runs.
     let count = unsafe { (*ctx.regs).rdx };
@@ -107,18 +97,7 @@ pub fn rustls_ret(ctx: RetProbeContext) -> u32 {
 /// `core::ptr::drop_in_place::<rustls::conn::ConnectionCommon<_>>`: the connection is gone.
 #[uprobe]
 pub fn rustls_close(ctx: ProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == AGENT_TGID.load() {
-        return 0;
-    }
-    let conn: u64 = ctx.arg(0).unwrap_or(0);
-    if conn == 0 {
-        return 0;
-    }
-    let _ = CONN_STATE.remove(&ConnKey { tgid, _pad: 0, conn });
-    emit_close(tgid, pid_tgid as u32, conn, library::RUSTLS);
-    0
+    close(&ctx, library::RUSTLS)
 }
 
 /// `Reader::into_first_chunk(self)`: RDI is the return slot, RSI the `&Reader`.
@@ -134,13 +113,10 @@ pub fn rustls_chunk_enter(ctx: ProbeContext) -> u32 {
     if slot == 0 {
         return 0;
     }
-    if ignored((pid_tgid >> 32) as u32, conn) {
-        bump(counter::CALLS_SKIPPED);
-        return 0;
-    }
-    let args = CallArgs { conn, buf: slot, out_len: 0, direction: direction::INGRESS, library: library::RUSTLS };
-    let _ = ACTIVE_CALLS.insert(&pid_tgid, &args, 0);
-    0
+    remember(
+        pid_tgid,
+        &CallArgs { conn, buf: slot, out_len: 0, direction: direction::INGRESS, library: library::RUSTLS },
+    )
 }
 
 /// Return of `into_first_chunk`: the slot holds `Ok(&[u8])` as (pointer, length), or a null
@@ -148,14 +124,9 @@ pub fn rustls_chunk_enter(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn rustls_chunk_ret(_ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before removal.
-    let Some(mut args) = (unsafe { ACTIVE_CALLS.get(&pid_tgid) }).copied() else {
+    let Some(mut args) = take(pid_tgid, Some(library::RUSTLS)) else {
         return 0;
     };
-    if args.library != library::RUSTLS {
-        return 0;
-    }
-    let _ = ACTIVE_CALLS.remove(&pid_tgid);
     // SAFETY: user memory read through the helper; failure is handled.
     let Ok(chunk) = (unsafe { bpf_probe_read_user(args.buf as *const u64) }) else {
         return 0;

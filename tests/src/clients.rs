@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -43,42 +43,81 @@ impl ClientRun {
     }
 }
 
-/// Runs one client process to completion, its output in files under `dir`.
-pub fn run(mut cmd: Command, what: &str, dir: &Path) -> ClientRun {
+/// A client process whose stdout and stderr go to files under a test's dir.
+pub struct Spawned {
+    pub child: Child,
+    pub what: String,
+    pub spawned_at: Instant,
+    out_path: PathBuf,
+    err_path: PathBuf,
+}
+
+/// Spawns `cmd` (no proxy, killed with the harness) with `stdin`, its output in files under
+/// `dir` named after `what`.
+pub fn spawn(mut cmd: Command, what: &str, dir: &Path, stdin: Stdio) -> Spawned {
     let tag = format!("{}-{}", what.replace(['/', '.', ' '], "_"), env::random_hex(3));
     let out_path = dir.join(format!("{tag}.stdout"));
     let err_path = dir.join(format!("{tag}.stderr"));
     let out = std::fs::File::create(&out_path).expect("create client stdout");
     let err = std::fs::File::create(&err_path).expect("create client stderr");
     env::no_proxy(&mut cmd);
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    cmd.stdin(stdin).stdout(out).stderr(err);
     env::set_pdeathsig(&mut cmd, libc::SIGKILL);
     let spawned_at = Instant::now();
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
-    let pid = child.id();
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
+    Spawned { child, what: what.to_string(), spawned_at, out_path, err_path }
+}
+
+impl Spawned {
+    /// Waits for the process (see [`wait`]) and collects what it printed.
+    pub fn finish(mut self) -> ClientRun {
+        let status = wait(&mut self.child, &self.what, self.spawned_at);
+        ClientRun {
+            what: self.what,
+            pid: self.child.id(),
+            comm: None,
+            exe: None,
+            starttime_ticks: None,
+            spawned_at: self.spawned_at,
+            status,
+            stdout: std::fs::read_to_string(&self.out_path).unwrap_or_default(),
+            stderr_tail: env::tail_lines(&self.err_path, 10),
+        }
+    }
+}
+
+/// Waits for `child`, killing it after [`CLIENT_TIMEOUT`].
+pub fn wait(child: &mut Child, what: &str, spawned_at: Instant) -> ExitStatus {
     let deadline = spawned_at + CLIENT_TIMEOUT;
-    let status = loop {
+    loop {
         if let Some(s) = child.try_wait().expect("wait for client") {
-            break s;
+            return s;
         }
         if Instant::now() >= deadline {
             // SAFETY: kill(2) of our own child by pid.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
             let _ = child.wait();
-            panic!("{what} (pid {pid}) did not finish within {}s", CLIENT_TIMEOUT.as_secs());
+            panic!("{what} (pid {}) did not finish within {}s", child.id(), CLIENT_TIMEOUT.as_secs());
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
-    ClientRun {
-        what: what.to_string(),
-        pid,
-        comm: None,
-        exe: None,
-        starttime_ticks: None,
-        spawned_at,
-        status,
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr_tail: env::tail_lines(&err_path, 10),
+    }
+}
+
+/// Runs one client process to completion, its output in files under `dir`.
+pub fn run(cmd: Command, what: &str, dir: &Path) -> ClientRun {
+    spawn(cmd, what, dir, Stdio::null()).finish()
+}
+
+/// Fills in the identity (pid, comm, exe, start time) a client printed as its first stdout
+/// line (`fixtures/client_common.py` `announce`, or the Node client's equivalent).
+pub fn adopt_identity(run: &mut ClientRun) {
+    if let Some(id) = run.stdout.lines().next().and_then(|l| serde_json::from_str::<Value>(l).ok()) {
+        if let Some(pid) = id.get("pid").and_then(Value::as_u64) {
+            run.pid = pid as u32;
+        }
+        run.comm = id.get("comm").and_then(Value::as_str).map(String::from);
+        run.exe = id.get("exe").and_then(Value::as_str).map(String::from);
+        run.starttime_ticks = id.get("starttime_ticks").and_then(Value::as_u64);
     }
 }
 
@@ -108,14 +147,7 @@ pub fn run_python_with(script: &str, args: &[OsString], dir: &Path, prefix: &[Os
         .env_remove("OPENAI_BASE_URL")
         .env_remove("ANTHROPIC_BASE_URL");
     let mut run = run(cmd, script, dir);
-    if let Some(id) = run.stdout.lines().next().and_then(|l| serde_json::from_str::<Value>(l).ok()) {
-        if let Some(pid) = id.get("pid").and_then(Value::as_u64) {
-            run.pid = pid as u32;
-        }
-        run.comm = id.get("comm").and_then(Value::as_str).map(String::from);
-        run.exe = id.get("exe").and_then(Value::as_str).map(String::from);
-        run.starttime_ticks = id.get("starttime_ticks").and_then(Value::as_u64);
-    }
+    adopt_identity(&mut run);
     run
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::case::Case;
-use crate::clients::{ClientRun, CLIENT_TIMEOUT};
+use crate::clients::{self, ClientRun};
 use crate::expect::{record_mismatches, Expected};
 use crate::server::LlmServer;
 use crate::{agent, certs, env};
@@ -168,19 +168,7 @@ pub fn run_bin(case: &Case, server: &LlmServer, bin: &Path, opts: &GoRun<'_>, sy
     }
     drop(stdin);
 
-    let deadline = spawned_at + CLIENT_TIMEOUT;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for client") {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            // SAFETY: kill(2) of our own child by pid.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            let _ = child.wait();
-            panic!("go_client (pid {pid}) did not finish within {}s", CLIENT_TIMEOUT.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = clients::wait(&mut child, "go_client", spawned_at);
     let run = ClientRun {
         what: tag,
         pid,

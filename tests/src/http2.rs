@@ -6,11 +6,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::SystemTime;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::case::{Case, CHAT_MODEL, SYSTEM_PROMPT};
+use crate::case::Case;
 use crate::clients::{self, ClientRun};
 use crate::expect::{record_mismatches, Expected};
+use crate::raw_tls::chat_json;
 use crate::{certs, env, LlmServer};
 
 /// `httpx_client.py` arguments for `scenario` against `server`.
@@ -38,17 +39,7 @@ pub fn httpx(case: &Case, server: &LlmServer, scenario: &str) -> ClientRun {
 
 /// A chat completion with `curl --http2` (plain, or streaming with usage); asserts HTTP 200.
 pub fn curl_chat(case: &Case, server: &LlmServer, stream: bool, extra: &[&str]) -> ClientRun {
-    let mut body = json!({
-        "model": CHAT_MODEL,
-        "messages": [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": case.prompt()},
-        ],
-    });
-    if stream {
-        body["stream"] = json!(true);
-        body["stream_options"] = json!({"include_usage": true});
-    }
+    let body = chat_json(case, stream);
     // run_curl puts --http1.1 first; curl takes the last HTTP version option given.
     let mut args = vec!["--http2"];
     args.extend_from_slice(extra);

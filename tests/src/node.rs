@@ -6,8 +6,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Command;
 
-use serde_json::Value;
-
 use crate::clients::{self, ClientRun};
 use crate::server::LlmServer;
 use crate::{certs, env};
@@ -71,13 +69,6 @@ pub fn run_openai_js(
         .env_remove("OPENAI_BASE_URL")
         .env_remove("NODE_OPTIONS");
     let mut run = clients::run(cmd, "openai_client.cjs", &server.dir);
-    if let Some(id) = run.stdout.lines().next().and_then(|l| serde_json::from_str::<Value>(l).ok()) {
-        if let Some(pid) = id.get("pid").and_then(Value::as_u64) {
-            run.pid = pid as u32;
-        }
-        run.comm = id.get("comm").and_then(Value::as_str).map(String::from);
-        run.exe = id.get("exe").and_then(Value::as_str).map(String::from);
-        run.starttime_ticks = id.get("starttime_ticks").and_then(Value::as_u64);
-    }
+    clients::adopt_identity(&mut run);
     run
 }

@@ -121,37 +121,29 @@ pub fn curl_chat_sni(case: &Case, server: &LlmServer, sni: &str, host: &str) -> 
 
 /// Runs `fixtures/plain_negative.py` against a watched port; returns the run and its report.
 pub fn run_negative(case: &Case, server: &LlmServer) -> (ClientRun, Value) {
-    let prompt = case.prompt_file(server);
-    let args: Vec<OsString> = vec![
-        "--port".into(),
-        server.port.to_string().into(),
-        "--api-key".into(),
-        case.api_key.clone().into(),
-        "--prompt-file".into(),
-        prompt.into(),
-        "--dir".into(),
-        server.dir.clone().into(),
-    ];
-    let run = clients::run_python("plain_negative.py", &args, &server.dir);
-    case.expect_ok(&run);
+    let run = run_plain_client(case, server, "plain_negative.py", vec!["--dir".into(), server.dir.clone().into()]);
     let report = run.stdout.lines().nth(1).and_then(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
     (run, report)
 }
 
 /// Runs `fixtures/plain_raw_client.py --mode MODE` (vectored syscalls) against `server`.
 pub fn run_raw(case: &Case, server: &LlmServer, mode: &str) -> ClientRun {
-    let prompt = case.prompt_file(server);
-    let args: Vec<OsString> = vec![
+    run_plain_client(case, server, "plain_raw_client.py", vec!["--mode".into(), mode.into()])
+}
+
+/// Runs the plain-HTTP client `fixtures/<script>` against `server`'s port with the case's key
+/// and prompt, then `extra`; panics unless it succeeded.
+fn run_plain_client(case: &Case, server: &LlmServer, script: &str, extra: Vec<OsString>) -> ClientRun {
+    let mut args: Vec<OsString> = vec![
         "--port".into(),
         server.port.to_string().into(),
         "--api-key".into(),
         case.api_key.clone().into(),
         "--prompt-file".into(),
-        prompt.into(),
-        "--mode".into(),
-        mode.into(),
+        case.prompt_file(server).into(),
     ];
-    let run = clients::run_python("plain_raw_client.py", &args, &server.dir);
+    args.extend(extra);
+    let run = clients::run_python(script, &args, &server.dir);
     case.expect_ok(&run);
     run
 }

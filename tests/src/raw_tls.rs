@@ -4,18 +4,18 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::case::{Case, CHAT_MODEL, SYSTEM_PROMPT};
-use crate::clients::{ClientRun, CLIENT_TIMEOUT};
+use crate::clients::{self, ClientRun};
 use crate::server::LlmServer;
 use crate::{certs, env};
 
-/// The JSON body of one chat completion for `case`, streaming with usage or not.
-pub fn chat_body(case: &Case, stream: bool) -> Vec<u8> {
+/// The JSON of one chat completion for `case`, streaming with usage or not.
+pub fn chat_json(case: &Case, stream: bool) -> Value {
     let mut body = json!({
         "model": CHAT_MODEL,
         "messages": [
@@ -27,7 +27,12 @@ pub fn chat_body(case: &Case, stream: bool) -> Vec<u8> {
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
     }
-    serde_json::to_vec(&body).expect("json")
+    body
+}
+
+/// [`chat_json`] serialized: the exact request body.
+pub fn chat_body(case: &Case, stream: bool) -> Vec<u8> {
+    serde_json::to_vec(&chat_json(case, stream)).expect("json")
 }
 
 /// A complete `POST /v1/chat/completions` request that asks the server to close the connection
@@ -90,59 +95,23 @@ const GATE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Spawns `cmd` and, once `gate` holds, writes `input` on a stdin kept open until the process
 /// exits; stdout and stderr go to files in `dir`.
-pub fn run_with_stdin(mut cmd: Command, what: &str, dir: &Path, input: &[u8], gate: &dyn Fn() -> bool) -> ClientRun {
-    let tag = format!("{}-{}", what.replace(['/', '.', ' '], "_"), env::random_hex(3));
-    let out_path = dir.join(format!("{tag}.stdout"));
-    let err_path = dir.join(format!("{tag}.stderr"));
-    let out = std::fs::File::create(&out_path).expect("create client stdout");
-    let err = std::fs::File::create(&err_path).expect("create client stderr");
-    env::no_proxy(&mut cmd);
-    cmd.stdin(Stdio::piped()).stdout(out).stderr(err);
-    env::set_pdeathsig(&mut cmd, libc::SIGKILL);
-    let spawned_at = Instant::now();
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
-    let pid = child.id();
-    let mut stdin = child.stdin.take().expect("piped stdin");
+pub fn run_with_stdin(cmd: Command, what: &str, dir: &Path, input: &[u8], gate: &dyn Fn() -> bool) -> ClientRun {
+    let mut spawned = clients::spawn(cmd, what, dir, Stdio::piped());
+    let pid = spawned.child.id();
+    let mut stdin = spawned.child.stdin.take().expect("piped stdin");
     while !gate() {
-        if spawned_at.elapsed() > GATE_TIMEOUT {
+        if spawned.spawned_at.elapsed() > GATE_TIMEOUT {
             // SAFETY: kill(2) of our own child by pid.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            let _ = child.wait();
+            let _ = spawned.child.wait();
             panic!("{what} (pid {pid}): the condition to start sending never held");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     stdin.write_all(input).unwrap_or_else(|e| panic!("{what}: writing stdin failed: {e}"));
-    let status = wait(&mut child, what, spawned_at);
+    let run = spawned.finish();
     drop(stdin);
-    ClientRun {
-        what: what.to_string(),
-        pid,
-        comm: None,
-        exe: None,
-        starttime_ticks: None,
-        spawned_at,
-        status,
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr_tail: env::tail_lines(&err_path, 10),
-    }
-}
-
-/// Waits for `child`, killing it after [`CLIENT_TIMEOUT`].
-pub fn wait(child: &mut std::process::Child, what: &str, spawned_at: Instant) -> ExitStatus {
-    let deadline = spawned_at + CLIENT_TIMEOUT;
-    loop {
-        if let Some(s) = child.try_wait().expect("wait for client") {
-            return s;
-        }
-        if Instant::now() >= deadline {
-            // SAFETY: kill(2) of our own child by pid.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
-            let _ = child.wait();
-            panic!("{what} (pid {}) did not finish within {}s", child.id(), CLIENT_TIMEOUT.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    run
 }
 
 /// [`Case::check_all`] for a client of another TLS stack: pairs records with the server's log

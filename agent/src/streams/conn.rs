@@ -29,6 +29,26 @@ pub struct Exchange {
     pub response_end_ns: u64,
 }
 
+/// One direction's next piece of a connection: bytes, or (`data == None`) a gap of `gap` lost
+/// bytes. Every HTTP version's `feed` takes one. No `Debug`: it holds plaintext.
+#[derive(Clone, Copy)]
+pub struct Piece<'a> {
+    pub direction: Direction,
+    pub ts_ns: u64,
+    pub data: Option<&'a [u8]>,
+    pub gap: u64,
+}
+
+impl<'a> Piece<'a> {
+    pub fn bytes(direction: Direction, ts_ns: u64, data: &'a [u8]) -> Self {
+        Piece { direction, ts_ns, data: Some(data), gap: 0 }
+    }
+
+    pub fn gap(direction: Direction, ts_ns: u64, gap: u64) -> Self {
+        Piece { direction, ts_ns, data: None, gap }
+    }
+}
+
 /// What the connection learned from one feed.
 #[derive(Default)]
 pub struct Outcome {
@@ -89,6 +109,28 @@ fn request_target(head: &Head) -> (&str, &str) {
     }
 }
 
+/// A request head's method and LLM endpoint (`None`: not an LLM API call), for HTTP/1 and
+/// HTTP/2 alike. The connection's first request decides whether it is an AI connection: then
+/// `*classified` is set and the verdict reported in `out.classified` and returned.
+pub fn recognise_request<'h>(
+    head: &'h Head,
+    classified: &mut bool,
+    extra_ai_hosts: &[String],
+    out: &mut Outcome,
+) -> (&'h str, Option<Endpoint>, Option<bool>) {
+    let (method, target) = request_target(head);
+    let (host, _) = host_and_port(head);
+    let endpoint = llm::recognise(method, &host, target);
+    let mut verdict = None;
+    if !*classified {
+        *classified = true;
+        let ai = is_ai_connection(endpoint.is_some(), &host, target, extra_ai_hosts);
+        out.classified = Some(ai);
+        verdict = Some(ai);
+    }
+    (method, endpoint, verdict)
+}
+
 impl HttpConnection {
     pub fn new(body_cap: usize, extra_ai_hosts: std::sync::Arc<Vec<String>>) -> Self {
         HttpConnection {
@@ -105,14 +147,8 @@ impl HttpConnection {
     }
 
     /// Feeds bytes (or, with `data == None`, a gap of `gap` lost bytes) of one direction.
-    pub fn feed(
-        &mut self,
-        direction: Direction,
-        ts_ns: u64,
-        data: Option<&[u8]>,
-        gap: u64,
-        out: &mut Outcome,
-    ) -> Result<(), HttpError> {
+    pub fn feed(&mut self, piece: Piece<'_>, out: &mut Outcome) -> Result<(), HttpError> {
+        let Piece { direction, ts_ns, data, gap } = piece;
         let mut events = std::mem::take(&mut self.events);
         events.clear();
         let parser = match direction {
@@ -159,14 +195,7 @@ impl HttpConnection {
     fn on_event(&mut self, direction: Direction, ts_ns: u64, event: Event, out: &mut Outcome) {
         match (direction, event) {
             (Direction::Egress, Event::HeadComplete(head)) => {
-                let (method, target) = request_target(&head);
-                let (host, _) = host_and_port(&head);
-                let endpoint = llm::recognise(method, &host, target);
-                if !self.classified {
-                    self.classified = true;
-                    let ai = is_ai_connection(endpoint.is_some(), &host, target, &self.extra_ai_hosts);
-                    out.classified = Some(ai);
-                }
+                let (method, endpoint, _) = recognise_request(&head, &mut self.classified, &self.extra_ai_hosts, out);
                 self.responses.push_request_method(method);
                 let start_ns = self.request_start_ns.unwrap_or(ts_ns);
                 self.pending.push_back(Pending { head, endpoint, start_ns, message: None });

@@ -80,18 +80,7 @@ mod tests {
     };
 
     fn chunk(conn: u64, direction: Direction, ts_ns: u64, data: &[u8]) -> DataChunk<'_> {
-        DataChunk {
-            id: ConnId { tgid: 100, conn },
-            tid: 101,
-            cgroup_id: 5,
-            ts_ns,
-            direction,
-            library: TlsLibrary::Plain,
-            call_len: data.len() as u64,
-            offset: 0,
-            truncated: false,
-            data,
-        }
+        crate::streams::tests::chunk_of(100, TlsLibrary::Plain, conn, direction, ts_ns, data)
     }
 
     /// The tracker hands each exchange its connection's endpoint, and forgets it at close and

@@ -3,12 +3,12 @@
 use std::{collections::HashMap, sync::Arc};
 
 use tokentap_proto::{
-    http::{Role, Start},
+    http::Role,
     http2::{starts_with_preface, H2Error, H2Event, H2Parser},
-    llm::{self, Endpoint},
+    llm::Endpoint,
 };
 
-use super::conn::{host_and_port, is_ai_connection, Exchange, Outcome};
+use super::conn::{recognise_request, Exchange, Outcome, Piece};
 use crate::capture::event::Direction;
 
 /// Failures kept while a connection is unclassified; a joined-late connection that never shows a
@@ -58,14 +58,8 @@ impl H2Connection {
         self.parser.verified()
     }
 
-    pub fn feed(
-        &mut self,
-        direction: Direction,
-        ts_ns: u64,
-        data: Option<&[u8]>,
-        gap: u64,
-        out: &mut Outcome,
-    ) -> Result<(), H2Error> {
+    pub fn feed(&mut self, piece: Piece<'_>, out: &mut Outcome) -> Result<(), H2Error> {
+        let Piece { direction, ts_ns, data, gap } = piece;
         let role = match direction {
             Direction::Egress => Role::Request,
             Direction::Ingress => Role::Response,
@@ -111,16 +105,8 @@ impl H2Connection {
     fn on_event(&mut self, ts_ns: u64, event: H2Event, out: &mut Outcome) {
         match event {
             H2Event::Request { id, head } => {
-                let (method, target) = match &head.start {
-                    Start::Request { method, target } => (method.as_str(), target.as_str()),
-                    Start::Response { .. } => ("", ""),
-                };
-                let (host, _) = host_and_port(&head);
-                let endpoint = llm::recognise(method, &host, target);
-                if !self.classified {
-                    self.classified = true;
-                    let ai = is_ai_connection(endpoint.is_some(), &host, target, &self.extra_ai_hosts);
-                    out.classified = Some(ai);
+                let (_, endpoint, verdict) = recognise_request(&head, &mut self.classified, &self.extra_ai_hosts, out);
+                if let Some(ai) = verdict {
                     if ai {
                         out.failures.append(&mut self.deferred);
                     }

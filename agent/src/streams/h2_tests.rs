@@ -9,18 +9,7 @@ fn tracker() -> Tracker {
 }
 
 fn chunk(conn: u64, direction: Direction, ts_ns: u64, data: &[u8]) -> DataChunk<'_> {
-    DataChunk {
-        id: ConnId { tgid: 200, conn },
-        tid: 201,
-        cgroup_id: 5,
-        ts_ns,
-        direction,
-        library: TlsLibrary::OpenSsl,
-        call_len: data.len() as u64,
-        offset: 0,
-        truncated: false,
-        data,
-    }
+    super::tests::chunk_of(200, TlsLibrary::OpenSsl, conn, direction, ts_ns, data)
 }
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {

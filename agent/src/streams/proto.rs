@@ -7,7 +7,7 @@ use tokentap_proto::{
 };
 
 use super::{
-    conn::{HttpConnection, Outcome},
+    conn::{HttpConnection, Outcome, Piece},
     h2::H2Connection,
 };
 use crate::capture::event::Direction;
@@ -69,19 +69,13 @@ impl Connection {
     }
 
     /// Feeds bytes (or, with `data == None`, a gap of `gap` lost bytes) of one direction.
-    pub fn feed(
-        &mut self,
-        direction: Direction,
-        ts_ns: u64,
-        data: Option<&[u8]>,
-        gap: u64,
-        out: &mut Outcome,
-    ) -> Result<(), ConnError> {
+    pub fn feed(&mut self, piece: Piece<'_>, out: &mut Outcome) -> Result<(), ConnError> {
+        let Piece { direction, data, .. } = piece;
         self.decide(direction, data)?;
         match self {
             Connection::Undecided { .. } => Ok(()),
-            Connection::Http1(c) => c.feed(direction, ts_ns, data, gap, out).map_err(ConnError::Http),
-            Connection::Http2(c) => c.feed(direction, ts_ns, data, gap, out).map_err(|e| {
+            Connection::Http1(c) => c.feed(piece, out).map_err(ConnError::Http),
+            Connection::Http2(c) => c.feed(piece, out).map_err(|e| {
                 // A joined-late stream that only looked like HTTP/2 is not a failure.
                 if c.verified() {
                     ConnError::H2(e)

@@ -9,13 +9,26 @@ fn tracker() -> Tracker {
 }
 
 fn chunk(conn: u64, direction: Direction, ts_ns: u64, data: &[u8]) -> DataChunk<'_> {
+    chunk_of(100, TlsLibrary::OpenSsl, conn, direction, ts_ns, data)
+}
+
+/// One whole call's chunk from process `tgid` (thread `tgid + 1`): the fixture every tracker
+/// test module builds from.
+pub(super) fn chunk_of(
+    tgid: u32,
+    library: TlsLibrary,
+    conn: u64,
+    direction: Direction,
+    ts_ns: u64,
+    data: &[u8],
+) -> DataChunk<'_> {
     DataChunk {
-        id: ConnId { tgid: 100, conn },
-        tid: 101,
+        id: ConnId { tgid, conn },
+        tid: tgid + 1,
         cgroup_id: 5,
         ts_ns,
         direction,
-        library: TlsLibrary::OpenSsl,
+        library,
         call_len: data.len() as u64,
         offset: 0,
         truncated: false,

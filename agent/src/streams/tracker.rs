@@ -3,7 +3,7 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use super::{
-    conn::{Exchange, Outcome},
+    conn::{Exchange, Outcome, Piece},
     cursor::CallCursor,
     endpoint::{Endpoint, Endpoints},
     proto::{ConnError, Connection},
@@ -122,13 +122,13 @@ impl Tracker {
         let mut outcome = Outcome::default();
         let mut result = Ok(());
         if feed.gap_before > 0 {
-            result = tracked.http.feed(chunk.direction, chunk.ts_ns, None, feed.gap_before, &mut outcome);
+            result = tracked.http.feed(Piece::gap(chunk.direction, chunk.ts_ns, feed.gap_before), &mut outcome);
         }
         if result.is_ok() && feed.use_data {
-            result = tracked.http.feed(chunk.direction, chunk.ts_ns, Some(chunk.data), 0, &mut outcome);
+            result = tracked.http.feed(Piece::bytes(chunk.direction, chunk.ts_ns, chunk.data), &mut outcome);
         }
         if result.is_ok() && feed.gap_after > 0 {
-            result = tracked.http.feed(chunk.direction, chunk.ts_ns, None, feed.gap_after, &mut outcome);
+            result = tracked.http.feed(Piece::gap(chunk.direction, chunk.ts_ns, feed.gap_after), &mut outcome);
         }
         let origin = tracked.origin;
         self.absorb(origin, chunk.ts_ns, outcome, out);
@@ -178,7 +178,7 @@ impl Tracker {
         let lost = tracked.ingress.take_pending();
         let mut result = Ok(());
         if lost > 0 {
-            result = tracked.http.feed(Direction::Ingress, ts_ns, None, lost, &mut outcome);
+            result = tracked.http.feed(Piece::gap(Direction::Ingress, ts_ns, lost), &mut outcome);
         }
         if result.is_ok() {
             result = tracked.http.finish(ts_ns, &mut outcome);
