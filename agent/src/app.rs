@@ -112,6 +112,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             extra_ai_hosts: (config.endpoints.extra_hosts.iter())
                 .chain(&config.capture.plain_http.hosts)
                 .map(|h| h.to_ascii_lowercase())
+                .chain(config.capture.plain_http.paths.iter().cloned())
                 .collect(),
         }),
         discovery,

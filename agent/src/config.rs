@@ -62,6 +62,9 @@ pub struct PlainHttpConfig {
     /// Host names (`Host` header) to treat as AI APIs on these connections, besides the
     /// built-in provider hosts, AI paths and `endpoints.extra_hosts`.
     pub hosts: Vec<String>,
+    /// Request path prefixes (e.g. `/llm/`) that mark a connection as AI traffic besides the
+    /// built-in ones (`/v1/`, `/api/`, `/openai/`, `/v1beta/`): its bytes keep being captured.
+    pub paths: Vec<String>,
 }
 
 /// Ollama 11434, vLLM 8000, LiteLLM proxy 4000, llama.cpp server and TGI (container) 8080,
@@ -70,7 +73,7 @@ pub const DEFAULT_PLAIN_PORTS: &[u16] = &[1234, 4000, 8000, 8080, 11434];
 
 impl Default for PlainHttpConfig {
     fn default() -> Self {
-        PlainHttpConfig { enabled: true, ports: DEFAULT_PLAIN_PORTS.to_vec(), hosts: Vec::new() }
+        PlainHttpConfig { enabled: true, ports: DEFAULT_PLAIN_PORTS.to_vec(), hosts: Vec::new(), paths: Vec::new() }
     }
 }
 
@@ -172,6 +175,12 @@ impl Config {
         if c.plain_http.ports.len() > MAX_PLAIN_PORTS {
             return Err(invalid("capture.plain_http.ports", format!("at most {MAX_PLAIN_PORTS} ports")));
         }
+        if let Some(bad) = c.plain_http.paths.iter().find(|p| !p.starts_with('/')) {
+            return Err(invalid(
+                "capture.plain_http.paths",
+                format!("{bad:?} is not a path prefix (must start with /)"),
+            ));
+        }
         if c.plain_http.ports.contains(&0) {
             return Err(invalid("capture.plain_http.ports", "port 0 is not a port".into()));
         }
@@ -207,6 +216,10 @@ mod tests {
         let c = Config::parse("t.toml", "[capture.plain_http]\nports = [9000]\nhosts = [\"llm.lan\"]\n").unwrap();
         assert_eq!(c.capture.plain_http.kernel_ports(), vec![9000]);
         assert_eq!(c.capture.plain_http.hosts, vec!["llm.lan".to_string()]);
+        let c = Config::parse("t.toml", "[capture.plain_http]\npaths = [\"/llm/\"]\n").unwrap();
+        assert_eq!(c.capture.plain_http.paths, vec!["/llm/".to_string()]);
+        let e = Config::parse("t.toml", "[capture]\n[capture.plain_http]\npaths = [\"llm\"]\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "capture.plain_http.paths"), "{e}");
         assert!(Config::default().capture.plain_http.kernel_ports().contains(&11434));
         let c = Config::parse("t.toml", "[capture.plain_http]\nenabled = false\n").unwrap();
         assert!(c.capture.plain_http.kernel_ports().is_empty());

@@ -94,12 +94,13 @@ pub fn host_and_port(head: &Head) -> (String, Option<u16>) {
 }
 
 /// Whether a connection's first request shows an AI API: a recognised endpoint, a known or
-/// configured AI host, or a path prefix AI servers use.
+/// configured AI host, or a path prefix AI servers use. Configured entries that start with
+/// `/` are path prefixes (a host name never does), the others host names.
 pub fn is_ai_connection(endpoint_known: bool, host: &str, target: &str, extra_ai_hosts: &[String]) -> bool {
     endpoint_known
         || llm::is_known_ai_host(host)
-        || extra_ai_hosts.iter().any(|h| h == host)
         || AI_PATH_PREFIXES.iter().any(|p| target.starts_with(p))
+        || extra_ai_hosts.iter().any(|e| if e.starts_with('/') { target.starts_with(e.as_str()) } else { e == host })
 }
 
 fn request_target(head: &Head) -> (&str, &str) {

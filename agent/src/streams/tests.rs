@@ -162,3 +162,15 @@ fn stream_closed_before_the_chunked_terminator_still_completes() {
     assert_eq!(out.cut_responses, 1);
     assert!(out.failures.is_empty());
 }
+
+#[test]
+fn configured_path_prefixes_and_hosts_mark_ai_connections() {
+    use super::conn::is_ai_connection;
+    let extra = vec!["gw.internal".to_string(), "/llm/".to_string()];
+    assert!(is_ai_connection(false, "10.0.0.5", "/llm/generate", &extra));
+    assert!(is_ai_connection(false, "gw.internal", "/health", &extra));
+    assert!(!is_ai_connection(false, "10.0.0.5", "/health", &extra));
+    // A host entry is never taken for a path, nor a path entry for a host.
+    assert!(!is_ai_connection(false, "/llm/", "/x", &extra));
+    assert!(is_ai_connection(false, "10.0.0.5", "/v1/models", &[]));
+}

@@ -59,7 +59,8 @@ pub struct TrackerConfig {
     pub call_cap: u64,
     /// Largest body kept for parsing.
     pub body_cap: usize,
-    /// Hosts to treat as AI APIs besides the built-in provider hosts.
+    /// Hosts to treat as AI APIs besides the built-in provider hosts, and (entries that start
+    /// with `/`) request path prefixes.
     pub extra_ai_hosts: Vec<String>,
 }
 
