@@ -90,6 +90,7 @@ mod tests {
             call_len: data.len() as u64,
             offset: 0,
             truncated: false,
+            lost_before: false,
             data,
         }
     }

@@ -19,6 +19,7 @@ fn chunk(conn: u64, direction: Direction, ts_ns: u64, data: &[u8]) -> DataChunk<
         call_len: data.len() as u64,
         offset: 0,
         truncated: false,
+        lost_before: false,
         data,
     }
 }
