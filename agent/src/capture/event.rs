@@ -321,7 +321,8 @@ pub(crate) mod tests {
         assert!(!format!("{c:?}").contains("abc"));
         let mut h = header(data_kind::DATA, 3);
         h.flags = flags::LOST_BEFORE;
-        let DataRecord::Chunk(c) = decode_data(&data_record(h, b"abc")).unwrap() else { panic!("not a chunk") };
+        let rec = data_record(h, b"abc");
+        let DataRecord::Chunk(c) = decode_data(&rec).unwrap() else { panic!("not a chunk") };
         assert!(c.lost_before && !c.truncated);
     }
 
