@@ -166,7 +166,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 let mut guard = guard?;
                 // Data first: a process's last reads precede its exit notice.
                 agent.drain_data(data.get_mut());
-                agent.drain_proc(guard.get_inner_mut());
+                agent.drain_proc(guard.get_inner_mut(), data.get_mut());
                 guard.clear_ready();
             }
             _ = tick.tick() => {
@@ -220,7 +220,8 @@ impl Agent {
         }
     }
 
-    fn drain_proc(&mut self, ring: &mut RingBuf<MapData>) {
+    /// `data`: drained again before each exit, for the exit may be newer than the last drain.
+    fn drain_proc(&mut self, ring: &mut RingBuf<MapData>, data: &mut RingBuf<MapData>) {
         let mut out = Output::default();
         while let Some(item) = ring.next() {
             let record = capture::decode_proc(&item);
@@ -233,6 +234,13 @@ impl Agent {
                     self.discovery.on_exec(tgid, Instant::now());
                 }
                 Ok(ProcRecord::Exit { tgid }) => {
+                    // This loop can run for long (every exec inspects its executable, and a
+                    // busy machine execs without pause), and an exit read now may have
+                    // happened after the drain that preceded it: the process's last reads
+                    // would still wait in the data ring, and ending its connections first
+                    // cuts a response short into a wrong record. Everything the process
+                    // shipped was committed before its exit notice, so drain once more.
+                    self.drain_data(data);
                     let now = self.clock.monotonic_now_ns();
                     self.check_lost(&self.tracker.connections_of(tgid));
                     self.tracker.on_exit(tgid, now, &mut out);

@@ -122,7 +122,8 @@ impl Tracker {
             // Bytes are missing and nobody knows how many: any framing from here on is a
             // guess, and a guess can stitch a wrong response together. Count the connection
             // as unparseable rather than risk a wrong record.
-            self.lose(chunk.id, chunk.library, chunk.ts_ns, out);
+            let calls = tracked.http.unanswered().max(1);
+            self.lose(chunk.id, chunk.library, chunk.ts_ns, calls, out);
             return;
         }
         tracked.last_ns = chunk.ts_ns;
@@ -187,8 +188,9 @@ impl Tracker {
         self.conns.iter().filter(|(_, t)| now_ns.saturating_sub(t.last_ns) > idle_ns).map(|(id, _)| *id).collect()
     }
 
-    fn lose(&mut self, id: ConnId, library: TlsLibrary, ts_ns: u64, out: &mut Output) {
-        out.failures.push((DATA_LOST, library));
+    /// `calls`: the requests in flight (all of an HTTP/2 connection's streams), at least one.
+    fn lose(&mut self, id: ConnId, library: TlsLibrary, ts_ns: u64, calls: usize, out: &mut Output) {
+        out.failures.extend(std::iter::repeat_n((DATA_LOST, library), calls));
         self.ignore(id, ts_ns, out);
     }
 
@@ -212,7 +214,8 @@ impl Tracker {
     fn close_tracked(&mut self, tracked: &mut Tracked, ts_ns: u64, out: &mut Output) {
         if tracked.lost {
             // What arrived is a prefix with holes: completing it would write a wrong record.
-            out.failures.push((DATA_LOST, tracked.origin.library));
+            let calls = tracked.http.unanswered().max(1);
+            out.failures.extend(std::iter::repeat_n((DATA_LOST, tracked.origin.library), calls));
             return;
         }
         let mut outcome = Outcome::default();
