@@ -29,6 +29,7 @@ pub mod names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const AGENT_TGID: &str = "AGENT_TGID";
     pub const CALL_CAP: &str = "CALL_CAP";
+    pub const LOST_CALLS: &str = "LOST_CALLS";
     pub const PROG_SSL_WRITE_ENTER: &str = "ssl_write_enter";
     pub const PROG_SSL_READ_ENTER: &str = "ssl_read_enter";
     pub const PROG_SSL_RET: &str = "ssl_ret";
@@ -82,6 +83,10 @@ pub mod library {
 pub mod flags {
     /// The call moved more than the per-call cap; bytes past `call_len.min(cap)` were not shipped.
     pub const TRUNCATED: u32 = 1;
+    /// Bytes of earlier calls of this connection and direction were lost (ring buffer full,
+    /// user memory unreadable, a return never seen): the stream has a hole of unknown size
+    /// before this call.
+    pub const LOST_BEFORE: u32 = 2;
 }
 
 /// Kinds of record in `DATA_EVENTS`.
@@ -137,6 +142,15 @@ pub mod verdict {
 pub struct ConnKey {
     pub tgid: u32,
     pub _pad: u32,
+    pub conn: u64,
+}
+
+/// One direction of one connection, for `LOST_CALLS`: whose bytes went missing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LostKey {
+    pub tgid: u32,
+    pub direction: u32,
     pub conn: u64,
 }
 
@@ -232,11 +246,13 @@ const _: () = assert!(CHUNK_LEN.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<PeerEvent>() == 64 + 32);
 const _: () = assert!(core::mem::size_of::<NameEvent>() == 64 + SERVER_NAME_LEN);
 const _: () = assert!(DEFAULT_CALL_CAP <= MAX_CALL_CAP);
+const _: () = assert!(core::mem::size_of::<LostKey>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain-old-data with explicit padding, no pointers, every bit pattern valid.
     unsafe impl aya::Pod for super::ConnKey {}
+    unsafe impl aya::Pod for super::LostKey {}
     unsafe impl aya::Pod for super::ConnState {}
     unsafe impl aya::Pod for super::DataHeader {}
 }

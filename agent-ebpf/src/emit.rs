@@ -4,10 +4,35 @@ use aya_ebpf::helpers::{
     generated::{bpf_loop, bpf_probe_read_user},
 };
 use tokentap_common::{
-    counter, data_kind, flags, ConnKey, DataHeader, CHUNK_LEN, DATA_HEADER_LEN, MAX_CHUNKS_PER_CALL,
+    counter, data_kind, flags, ConnKey, DataHeader, LostKey, CHUNK_LEN, DATA_HEADER_LEN, MAX_CHUNKS_PER_CALL,
 };
 
-use crate::maps::{bump, CallArgs, CALL_CAP, CONN_STATE, DATA_EVENTS, SCRATCH};
+use crate::maps::{bump, CallArgs, CALL_CAP, CONN_STATE, DATA_EVENTS, LOST_CALLS, SCRATCH};
+
+/// Remembers that bytes of this connection direction are gone (see `LOST_CALLS`).
+#[inline(always)]
+pub fn mark_lost(tgid: u32, direction: u32, conn: u64) {
+    let key = LostKey { tgid, direction, conn };
+    let count = match LOST_CALLS.get_ptr(&key) {
+        // SAFETY: a valid map value pointer, read once.
+        Some(p) => (unsafe { *p }).saturating_add(1),
+        None => 1,
+    };
+    let _ = LOST_CALLS.insert(&key, &count, 0);
+}
+
+/// Takes the loss mark of a connection direction, if any: the call about to be shipped
+/// must tell user space that bytes before it are missing.
+#[inline(always)]
+fn take_lost(tgid: u32, direction: u32, conn: u64) -> bool {
+    let key = LostKey { tgid, direction, conn };
+    // SAFETY: only whether the value exists is used.
+    if unsafe { LOST_CALLS.get(&key) }.is_none() {
+        return false;
+    }
+    let _ = LOST_CALLS.remove(&key);
+    true
+}
 
 /// True when user space decided this connection is not worth shipping.
 #[inline(always)]
@@ -39,6 +64,10 @@ pub fn emit_call_avail(args: &CallArgs, call_len: u64, avail: u64) {
     if truncated {
         bump(counter::CALLS_TRUNCATED);
     }
+    let tgid = (pid_tgid >> 32) as u32;
+    // If this call's own first chunk is lost too, `lost` marks the direction again.
+    let lost_before = take_lost(tgid, args.direction, args.conn);
+    let flags = if truncated { flags::TRUNCATED } else { 0 } | if lost_before { flags::LOST_BEFORE } else { 0 };
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -47,7 +76,7 @@ pub fn emit_call_avail(args: &CallArgs, call_len: u64, avail: u64) {
     event.header = DataHeader {
         kind: data_kind::DATA,
         direction: args.direction,
-        tgid: (pid_tgid >> 32) as u32,
+        tgid,
         tid: pid_tgid as u32,
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -55,7 +84,7 @@ pub fn emit_call_avail(args: &CallArgs, call_len: u64, avail: u64) {
         call_len,
         offset: 0,
         len: 0,
-        flags: if truncated { flags::TRUNCATED } else { 0 },
+        flags,
         library: args.library,
     };
     let mut state = ChunkLoop { buf: args.buf, ship, library: args.library as u64 };
@@ -79,12 +108,17 @@ struct ChunkLoop {
     library: u64,
 }
 
-/// Counts a call whose bytes could not all be shipped, overall and for its stack.
+/// Counts a call whose bytes could not all be shipped, overall and for its stack. When its
+/// first chunk is the one lost, user space would never learn the call existed (a later
+/// chunk's offset tells it the size of the hole): mark its connection direction.
 #[inline(always)]
-fn lost(library: u64) {
+fn lost(library: u64, header: &DataHeader, offset: u64) {
     bump(counter::DATA_LOST);
     if library < 8 {
         bump(counter::CALLS_LOST + library as u32);
+    }
+    if offset == 0 {
+        mark_lost(header.tgid, header.direction, header.conn);
     }
 }
 
@@ -114,7 +148,7 @@ extern "C" fn emit_chunk(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: reading user memory through the helper; failure is handled.
     let rc = unsafe { bpf_probe_read_user(event.data.as_mut_ptr() as *mut _, len as u32, src) };
     if rc != 0 {
-        lost(state.library);
+        lost(state.library, &event.header, offset);
         return 1;
     }
     event.header.offset = offset as u32;
@@ -124,7 +158,7 @@ extern "C" fn emit_chunk(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let record = unsafe { core::slice::from_raw_parts(event as *const _ as *const u8, size as usize) };
     if DATA_EVENTS.output::<[u8]>(record, 0).is_err() {
         // The rest of the call cannot be parsed without this chunk: stop, count one loss.
-        lost(state.library);
+        lost(state.library, &event.header, offset);
         return 1;
     }
     0

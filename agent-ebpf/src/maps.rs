@@ -4,7 +4,7 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
     Global,
 };
-use tokentap_common::{counter, ConnKey, ConnState, DataEvent};
+use tokentap_common::{counter, ConnKey, ConnState, DataEvent, LostKey};
 
 /// Plaintext chunks and connection ends. Large: a single 4 MiB write lands here at once.
 #[map]
@@ -25,6 +25,15 @@ pub static CONN_STATE: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_ent
 /// LRU: a thread that dies inside a call leaves its entry behind, which must not fill the map.
 #[map]
 pub static ACTIVE_CALLS: LruHashMap<u64, CallArgs> = LruHashMap::with_max_entries(16384, 0);
+
+/// Connection directions that lost bytes user space has not been told about yet: the next
+/// call shipped on it carries `flags::LOST_BEFORE` (and the entry goes); when none follows
+/// (the lost read was the last), user space looks here when the connection ends. Without
+/// this, a call whose first chunk cannot be shipped vanishes without a trace and the parser
+/// stitches the bytes around it together into a wrong but valid-looking response. LRU: the
+/// entries of connections nobody ends must not fill the map.
+#[map]
+pub static LOST_CALLS: LruHashMap<LostKey, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// Scratch space to assemble a chunk: too large for the 512-byte BPF stack.
 #[map]

@@ -18,7 +18,7 @@ use aya_ebpf::{
 use tokentap_common::{counter, direction, library, ConnKey};
 
 use crate::{
-    emit::{emit_call, emit_close, ignored},
+    emit::{emit_call, emit_close, ignored, mark_lost},
     maps::{bump, CallArgs, AGENT_TGID, CONN_STATE},
 };
 
@@ -59,6 +59,15 @@ fn enter(ctx: &ProbeContext, dir: u32) -> u32 {
         return 0;
     }
     let key = GoCallKey { tgid, _pad: 0, goroutine };
+    // An entry still there means an earlier call of this goroutine returned without any
+    // RET probe seeing it (or its entry was re-run after a stack growth, with the same
+    // arguments): its bytes are gone, and the connection must not look whole.
+    // SAFETY: copied out at once.
+    if let Some(old) = unsafe { GO_ACTIVE_CALLS.get(&key) }.copied() {
+        if old.conn != conn || old.buf != buf || old.direction != dir {
+            mark_lost(tgid, old.direction, old.conn);
+        }
+    }
     let args = CallArgs { conn, buf, out_len: 0, direction: dir, library: library::GO };
     let _ = GO_ACTIVE_CALLS.insert(&key, &args, 0);
     0

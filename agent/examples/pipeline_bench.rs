@@ -97,6 +97,7 @@ impl Scenario {
                     call_len,
                     offset: (i * KERNEL_CHUNK) as u64,
                     truncated: false,
+                    lost_before: false,
                     data,
                 };
                 self.tracker.on_chunk(&chunk, &mut out);

@@ -15,7 +15,7 @@ use tokio::{
 
 use crate::{
     attribution::MappingError,
-    capture::{self, Capture, CaptureError, DataRecord, LoadOptions, ProcRecord},
+    capture::{self, event::ConnId, Capture, CaptureError, DataRecord, LoadOptions, ProcRecord},
     clock::Clock,
     completeness::CallOutcome,
     config::Config,
@@ -199,7 +199,10 @@ impl Agent {
                     self.identity.observe(chunk.id.tgid, self.clock.monotonic_now_ns());
                     self.tracker.on_chunk(&chunk, &mut out);
                 }
-                Ok(DataRecord::Close { id, ts_ns }) => self.tracker.on_close(id, ts_ns, &mut out),
+                Ok(DataRecord::Close { id, ts_ns }) => {
+                    self.check_lost(&[id]);
+                    self.tracker.on_close(id, ts_ns, &mut out);
+                }
                 // Both come before the connection's first byte: resolving the process now
                 // gives short-lived clients the best chance to be named before they exit.
                 Ok(DataRecord::ServerName { id, ts_ns, name }) => {
@@ -226,6 +229,7 @@ impl Agent {
         let mut out = Output::default();
         for tgid in exits {
             let now = self.clock.monotonic_now_ns();
+            self.check_lost(&self.tracker.connections_of(tgid));
             self.tracker.on_exit(tgid, now, &mut out);
             self.apply(&mut out);
             self.discovery.on_exit(tgid);
@@ -255,6 +259,16 @@ impl Agent {
             }
         }
         exits
+    }
+
+    /// Before connections end: the kernel's loss marks of calls no chunk reported (the last
+    /// reads of a process whose records could not be shipped).
+    fn check_lost(&mut self, ids: &[ConnId]) {
+        for &id in ids {
+            if self.capture.take_lost(id) {
+                self.tracker.mark_lost(id);
+            }
+        }
     }
 
     fn apply(&mut self, out: &mut Output) {
@@ -358,6 +372,7 @@ impl Agent {
         self.report_reload(outcome);
         let now = self.clock.monotonic_now_ns();
         let mut out = Output::default();
+        self.check_lost(&self.tracker.idle_connections(now, self.idle_ns));
         self.tracker.expire_idle(now, self.idle_ns, &mut out);
         self.apply(&mut out);
         self.discovery.tick(&mut self.capture, Instant::now());

@@ -127,6 +127,19 @@ pub fn fresh_copy(server: &LlmServer, build: Build) -> PathBuf {
 /// Runs `bin`; with `synchronized`, first waits until the agent has probed it (see the module
 /// docs), else lets it race the agent.
 pub fn run_bin(case: &Case, server: &LlmServer, bin: &Path, opts: &GoRun<'_>, synchronized: bool) -> ClientRun {
+    run_bin_hooked(case, server, bin, opts, synchronized, &mut || {})
+}
+
+/// [`run_bin`], calling `on_release` once the agent has probed the client, just before the
+/// client is let go (to disturb the agent while the call runs).
+pub fn run_bin_hooked(
+    case: &Case,
+    server: &LlmServer,
+    bin: &Path,
+    opts: &GoRun<'_>,
+    synchronized: bool,
+    on_release: &mut dyn FnMut(),
+) -> ClientRun {
     let prompt = case.prompt_file(server);
     let tag = format!("go_client-{}-{}", opts.build.name(), env::random_hex(3));
     let err_path = server.dir.join(format!("{tag}.stderr"));
@@ -164,6 +177,7 @@ pub fn run_bin(case: &Case, server: &LlmServer, bin: &Path, opts: &GoRun<'_>, sy
     let mut stdin = child.stdin.take().expect("piped stdin");
     if synchronized {
         wait_probed(bin);
+        on_release();
         stdin.write_all(b"go\n").expect("release the client");
     }
     drop(stdin);

@@ -92,6 +92,8 @@ pub struct DataChunk<'a> {
     pub offset: u64,
     /// The kernel shipped only a prefix of the call.
     pub truncated: bool,
+    /// Bytes of earlier calls in this direction were lost without a trace of their size.
+    pub lost_before: bool,
     pub data: &'a [u8],
 }
 
@@ -105,6 +107,7 @@ impl std::fmt::Debug for DataChunk<'_> {
             .field("offset", &self.offset)
             .field("len", &self.data.len())
             .field("truncated", &self.truncated)
+            .field("lost_before", &self.lost_before)
             .finish()
     }
 }
@@ -229,6 +232,7 @@ pub fn decode_data(bytes: &[u8]) -> Result<DataRecord<'_>, DecodeError> {
                 call_len: h.call_len,
                 offset: u64::from(h.offset),
                 truncated: h.flags & flags::TRUNCATED != 0,
+                lost_before: h.flags & flags::LOST_BEFORE != 0,
                 data,
             }))
         }
@@ -333,8 +337,14 @@ pub(crate) mod tests {
         assert_eq!(c.id, ConnId { tgid: 42, conn: 0xdead });
         assert_eq!(c.direction, Direction::Ingress);
         assert!(c.truncated);
+        assert!(!c.lost_before);
         assert_eq!(c.data, b"abc");
         assert!(!format!("{c:?}").contains("abc"));
+        let mut h = header(data_kind::DATA, 3);
+        h.flags = flags::LOST_BEFORE;
+        let rec = data_record(h, b"abc");
+        let DataRecord::Chunk(c) = decode_data(&rec).unwrap() else { panic!("not a chunk") };
+        assert!(c.lost_before && !c.truncated);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use thiserror::Error;
-use tokentap_common::{counter, names, ConnKey, ConnState, SOCKET_CONN_TAG};
+use tokentap_common::{counter, direction, names, ConnKey, ConnState, LostKey, SOCKET_CONN_TAG};
 
 use super::{
     event::{ConnId, TlsLibrary},
@@ -45,6 +45,7 @@ pub struct LoadOptions {
 pub struct Capture {
     ebpf: Ebpf,
     conn_state: HashMap<MapData, ConnKey, ConnState>,
+    lost_calls: HashMap<MapData, LostKey, u64>,
     counters: PerCpuArray<MapData, u64>,
     plain_sockets: HashMap<MapData, ConnKey, u32>,
 }
@@ -122,7 +123,8 @@ impl Capture {
         let proc = take_map(&mut ebpf, names::PROC_EVENTS)?;
         let conn_state = take_map(&mut ebpf, names::CONN_STATE)?;
         let counters = take_map(&mut ebpf, names::COUNTERS)?;
-        Ok((Capture { ebpf, conn_state, counters, plain_sockets }, Rings { data, proc }))
+        let lost_calls = take_map(&mut ebpf, names::LOST_CALLS)?;
+        Ok((Capture { ebpf, conn_state, lost_calls, counters, plain_sockets }, Rings { data, proc }))
     }
 
     /// Attaches the probe table to one library file. Returns how many probes attached and
@@ -192,9 +194,22 @@ impl Capture {
         let _ = self.conn_state.insert(key, ConnState { verdict, _pad: 0 }, 0);
     }
 
+    /// Whether the kernel lost bytes of this connection that no shipped chunk has reported
+    /// yet (the lost call was its last one); clears the marks.
+    pub fn take_lost(&mut self, id: ConnId) -> bool {
+        let mut lost = false;
+        for dir in [direction::EGRESS, direction::INGRESS] {
+            let key = LostKey { tgid: id.tgid, direction: dir, conn: id.conn };
+            lost |= self.lost_calls.remove(&key).is_ok();
+        }
+        lost
+    }
+
     pub fn forget(&mut self, id: ConnId) {
         let key = ConnKey { tgid: id.tgid, _pad: 0, conn: id.conn };
         let _ = self.conn_state.remove(&key);
+        // Its pointer may be reused by a new connection, which must not inherit the marks.
+        self.take_lost(id);
         // A dead process's socket entry must go before its pid (and fd numbers) are reused.
         if id.conn & SOCKET_CONN_TAG != 0 {
             let _ = self.plain_sockets.remove(&key);

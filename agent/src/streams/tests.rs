@@ -1,4 +1,5 @@
 //! The tracker from synthetic capture chunks: pairing, verdicts, gaps, closes, exits.
+use super::tracker::DATA_LOST;
 use super::*;
 use crate::capture::event::{ConnId, DataChunk, Direction, TlsLibrary};
 
@@ -32,6 +33,7 @@ pub(super) fn chunk_of(
         call_len: data.len() as u64,
         offset: 0,
         truncated: false,
+        lost_before: false,
         data,
     }
 }
@@ -173,4 +175,54 @@ fn configured_path_prefixes_and_hosts_mark_ai_connections() {
     // A host entry is never taken for a path, nor a path entry for a host.
     assert!(!is_ai_connection(false, "/llm/", "/x", &extra));
     assert!(is_ai_connection(false, "10.0.0.5", "/v1/models", &[]));
+}
+
+/// A stream whose middle reads vanished in the kernel (no chunk of them arrived): the next
+/// shipped read says so, and the call is counted unparseable, never stitched together.
+#[test]
+fn read_after_an_untraced_loss_fails_the_connection() {
+    let mut t = tracker();
+    let mut out = Output::default();
+    t.on_chunk(&chunk(12, Direction::Egress, 1, &chat_request(REQ)), &mut out);
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+    t.on_chunk(&chunk(12, Direction::Ingress, 2, head), &mut out);
+    t.on_chunk(&chunk(12, Direction::Ingress, 3, b"e\r\ndata: {\"a\":1}\n\r\n"), &mut out);
+    // Reads in between were lost; this one is framed well and would parse.
+    let mut after = chunk(12, Direction::Ingress, 5, b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n");
+    after.lost_before = true;
+    t.on_chunk(&after, &mut out);
+    assert!(out.exchanges.is_empty(), "no record from a response with a hole");
+    assert_eq!(out.failures, vec![(DATA_LOST, TlsLibrary::OpenSsl)]);
+    assert_eq!(out.verdicts.last(), Some(&(ConnId { tgid: 100, conn: 12 }, Verdict::Ignore)));
+    assert_eq!(t.live_connections(), 0);
+}
+
+/// The lost read was the last one (its process then exited or closed): the kernel's mark,
+/// looked up when the connection ends, keeps the partial response from being completed.
+#[test]
+fn end_of_a_connection_with_a_trailing_loss_is_no_cut_response() {
+    let mut t = tracker();
+    let mut out = Output::default();
+    t.on_chunk(&chunk(13, Direction::Egress, 1, &chat_request(REQ)), &mut out);
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+    t.on_chunk(&chunk(13, Direction::Ingress, 2, head), &mut out);
+    t.on_chunk(&chunk(13, Direction::Ingress, 3, b"e\r\ndata: {\"a\":1}\n\r\n"), &mut out);
+    assert_eq!(t.connections_of(100), vec![ConnId { tgid: 100, conn: 13 }]);
+    t.mark_lost(ConnId { tgid: 100, conn: 13 });
+    t.on_exit(100, 9, &mut out);
+    assert!(out.exchanges.is_empty());
+    assert_eq!(out.cut_responses, 0);
+    assert_eq!(out.failures, vec![(DATA_LOST, TlsLibrary::OpenSsl)]);
+    assert_eq!(out.forget, vec![ConnId { tgid: 100, conn: 13 }]);
+
+    // Without the mark the same bytes end as a (counted) cut response: the mark decides.
+    let mut t = tracker();
+    let mut out = Output::default();
+    t.on_chunk(&chunk(14, Direction::Egress, 1, &chat_request(REQ)), &mut out);
+    t.on_chunk(&chunk(14, Direction::Ingress, 2, head), &mut out);
+    t.on_chunk(&chunk(14, Direction::Ingress, 3, b"e\r\ndata: {\"a\":1}\n\r\n"), &mut out);
+    assert!(t.idle_connections(10, 100).is_empty());
+    assert_eq!(t.idle_connections(1_000, 100), vec![ConnId { tgid: 100, conn: 14 }]);
+    t.on_exit(100, 9, &mut out);
+    assert_eq!(out.cut_responses, 1);
 }

@@ -52,7 +52,12 @@ struct Tracked {
     ingress: CallCursor,
     origin: Origin,
     last_ns: u64,
+    /// The kernel lost a call of this connection that no chunk reported (see `mark_lost`).
+    lost: bool,
 }
+
+/// Parse-failure reason for a connection whose byte stream has a hole of unknown size.
+pub const DATA_LOST: &str = "data_lost";
 
 pub struct TrackerConfig {
     /// The kernel's per-call capture cap.
@@ -112,7 +117,16 @@ impl Tracker {
             ingress: CallCursor::default(),
             origin,
             last_ns: chunk.ts_ns,
+            lost: false,
         });
+        if chunk.lost_before {
+            // Bytes are missing and nobody knows how many: any framing from here on is a
+            // guess, and a guess can stitch a wrong response together. Count the connection
+            // as unparseable rather than risk a wrong record.
+            let calls = tracked.http.unanswered().max(1);
+            self.lose(chunk.id, chunk.library, chunk.ts_ns, calls, out);
+            return;
+        }
         tracked.last_ns = chunk.ts_ns;
         tracked.origin.tid = chunk.tid;
         let cursor = match chunk.direction {
@@ -157,6 +171,30 @@ impl Tracker {
         out.verdicts.push((id, Verdict::Ignore));
     }
 
+    /// The kernel reports (in its loss map) that a call of `id` vanished without any chunk
+    /// saying so; the connection's end must then not complete a response from what arrived.
+    pub fn mark_lost(&mut self, id: ConnId) {
+        if let Some(tracked) = self.conns.get_mut(&id) {
+            tracked.lost = true;
+        }
+    }
+
+    /// Live connections of one process (to look up loss marks before `on_exit`).
+    pub fn connections_of(&self, tgid: u32) -> Vec<ConnId> {
+        self.conns.keys().filter(|id| id.tgid == tgid).copied().collect()
+    }
+
+    /// Connections `expire_idle` would end now (to look up loss marks first).
+    pub fn idle_connections(&self, now_ns: u64, idle_ns: u64) -> Vec<ConnId> {
+        self.conns.iter().filter(|(_, t)| now_ns.saturating_sub(t.last_ns) > idle_ns).map(|(id, _)| *id).collect()
+    }
+
+    /// `calls`: the requests in flight (all of an HTTP/2 connection's streams), at least one.
+    fn lose(&mut self, id: ConnId, library: TlsLibrary, ts_ns: u64, calls: usize, out: &mut Output) {
+        out.failures.extend(std::iter::repeat_n((DATA_LOST, library), calls));
+        self.ignore(id, ts_ns, out);
+    }
+
     fn fail(&mut self, id: ConnId, library: TlsLibrary, ts_ns: u64, error: &ConnError, out: &mut Output) {
         // Bytes that are not an HTTP client's are a verdict, not a failure: the server side of
         // a connection, or another protocol over TLS.
@@ -175,6 +213,12 @@ impl Tracker {
     }
 
     fn close_tracked(&mut self, tracked: &mut Tracked, ts_ns: u64, out: &mut Output) {
+        if tracked.lost {
+            // What arrived is a prefix with holes: completing it would write a wrong record.
+            let calls = tracked.http.unanswered().max(1);
+            out.failures.extend(std::iter::repeat_n((DATA_LOST, tracked.origin.library), calls));
+            return;
+        }
         let mut outcome = Outcome::default();
         let lost = tracked.ingress.take_pending();
         let mut result = Ok(());
@@ -201,8 +245,7 @@ impl Tracker {
 
     /// The process is gone: its sessions end now.
     pub fn on_exit(&mut self, tgid: u32, ts_ns: u64, out: &mut Output) {
-        let ids: Vec<ConnId> = self.conns.keys().filter(|id| id.tgid == tgid).copied().collect();
-        for id in ids {
+        for id in self.connections_of(tgid) {
             if let Some(mut tracked) = self.conns.remove(&id) {
                 self.close_tracked(&mut tracked, ts_ns, out);
             }
@@ -223,9 +266,7 @@ impl Tracker {
 
     /// Drops connections silent for longer than `idle_ns` (a leaked session, a killed peer).
     pub fn expire_idle(&mut self, now_ns: u64, idle_ns: u64, out: &mut Output) {
-        let stale: Vec<ConnId> =
-            self.conns.iter().filter(|(_, t)| now_ns.saturating_sub(t.last_ns) > idle_ns).map(|(id, _)| *id).collect();
-        for id in stale {
+        for id in self.idle_connections(now_ns, idle_ns) {
             if let Some(mut tracked) = self.conns.remove(&id) {
                 self.close_tracked(&mut tracked, now_ns, out);
             }
