@@ -159,17 +159,22 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 let outcome = agent.mapping.reload();
                 agent.report_reload(outcome);
             }
+            // Readiness is cleared before draining, not after: the kernel wakes a ring's reader
+            // only when a record lands in a ring the reader had emptied, so a record committed
+            // between the drain's last read and a later clear would wait for the next event.
             guard = data.readable_mut() => {
                 let mut guard = guard?;
-                agent.drain(guard.get_inner_mut(), proc.get_mut());
                 guard.clear_ready();
+                agent.drain(guard.get_inner_mut(), proc.get_mut());
             }
             guard = proc.readable_mut() => {
                 let mut guard = guard?;
-                agent.drain(data.get_mut(), guard.get_inner_mut());
                 guard.clear_ready();
+                agent.drain(data.get_mut(), guard.get_inner_mut());
             }
             _ = tick.tick() => {
+                // A backstop: whatever a missed wakeup left in the rings waits a second at most.
+                agent.drain(data.get_mut(), proc.get_mut());
                 agent.tick();
                 if last_summary.elapsed() >= summary_every {
                     last_summary = Instant::now();
