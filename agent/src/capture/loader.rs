@@ -172,22 +172,6 @@ impl Capture {
             .map_err(|source| CaptureError::Attach { path: path.display().to_string(), program, source })
     }
 
-    /// [`Capture::attach_at`] with an attach cookie the program reads with
-    /// `bpf_get_attach_cookie` (per-file facts such as a struct offset).
-    pub fn attach_point(
-        &mut self,
-        program: &'static str,
-        point: aya::programs::uprobe::UProbeAttachPoint<'_>,
-        path: &Path,
-    ) -> Result<(), CaptureError> {
-        let prog: &mut UProbe = program_mut(&mut self.ebpf, program)?;
-        prog.attach(point, path, UProbeScope::AllProcesses).map(|_| ()).map_err(|source| CaptureError::Attach {
-            path: path.display().to_string(),
-            program,
-            source,
-        })
-    }
-
     pub fn set_verdict(&mut self, id: ConnId, verdict: u32) {
         let key = ConnKey { tgid: id.tgid, _pad: 0, conn: id.conn };
         // A full map only costs efficiency: the connection keeps being shipped and dropped.

@@ -13,8 +13,6 @@ pub mod unprobed;
 
 use std::path::{Path, PathBuf};
 
-use object::{Object, ObjectSymbol};
-
 use crate::capture::{Capture, CaptureError, TlsLibrary};
 
 /// An executable file mapped into memory and parsed as ELF.
@@ -54,12 +52,6 @@ impl Executable {
     pub fn elf(&self) -> Option<object::File<'_>> {
         let file = object::File::parse(self.bytes()).ok()?;
         matches!(file.format(), object::BinaryFormat::Elf).then_some(file)
-    }
-
-    /// True if `.dynsym` or `.symtab` defines `name`.
-    pub fn defines(&self, name: &str) -> bool {
-        let Some(elf) = self.elf() else { return false };
-        elf.dynamic_symbols().chain(elf.symbols()).any(|s| s.is_definition() && s.name() == Ok(name))
     }
 }
 

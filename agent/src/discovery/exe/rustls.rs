@@ -111,18 +111,21 @@ pub fn attach(capture: &mut Capture, exe: &Executable) -> Result<Option<ExeProbe
     tracing::debug!(exe = %exe.path.display(), offset, "rustls reader offset");
     let at = |o: u64| UProbeAttachLocation::AbsoluteOffset(o);
     let with_offset = |o: u64| UProbeAttachPoint { location: at(o), cookie: Some(offset) };
-    capture.attach_at(names::PROG_RUSTLS_WRITE_ENTER, at(write.file_offset), &exe.path)?;
-    capture.attach_at(names::PROG_RUSTLS_RET, at(write.file_offset), &exe.path)?;
+    // The agent's own descriptor of the file: `/proc/PID/exe` of a short-lived client can
+    // vanish while the probes are attached.
+    let path = exe.probe_path();
+    capture.attach_at(names::PROG_RUSTLS_WRITE_ENTER, at(write.file_offset), &path)?;
+    capture.attach_at(names::PROG_RUSTLS_RET, at(write.file_offset), &path)?;
     let mut probes = 2;
     if let Some(read) = read {
-        capture.attach_point(names::PROG_RUSTLS_READ_ENTER, with_offset(read.file_offset), &exe.path)?;
-        capture.attach_at(names::PROG_RUSTLS_RET, at(read.file_offset), &exe.path)?;
+        capture.attach_at(names::PROG_RUSTLS_READ_ENTER, with_offset(read.file_offset), &path)?;
+        capture.attach_at(names::PROG_RUSTLS_RET, at(read.file_offset), &path)?;
         probes += 2;
     }
     if let Some((chunk, consume)) = buf_read {
-        capture.attach_point(names::PROG_RUSTLS_CHUNK_ENTER, with_offset(chunk.file_offset), &exe.path)?;
-        capture.attach_at(names::PROG_RUSTLS_CHUNK_RET, at(chunk.file_offset), &exe.path)?;
-        capture.attach_point(names::PROG_RUSTLS_CONSUME_ENTER, with_offset(consume.file_offset), &exe.path)?;
+        capture.attach_at(names::PROG_RUSTLS_CHUNK_ENTER, with_offset(chunk.file_offset), &path)?;
+        capture.attach_at(names::PROG_RUSTLS_CHUNK_RET, at(chunk.file_offset), &path)?;
+        capture.attach_at(names::PROG_RUSTLS_CONSUME_ENTER, with_offset(consume.file_offset), &path)?;
         probes += 3;
     }
     let mut missing_optional = Vec::new();
@@ -132,7 +135,7 @@ pub fn attach(capture: &mut Capture, exe: &Executable) -> Result<Option<ExeProbe
     }
     for d in drops {
         // Optional: without it a connection ends at idle timeout or process exit.
-        match capture.attach_at(names::PROG_RUSTLS_CLOSE, at(d.file_offset), &exe.path) {
+        match capture.attach_at(names::PROG_RUSTLS_CLOSE, at(d.file_offset), &path) {
             Ok(()) => probes += 1,
             Err(e) => tracing::debug!(error = %e, "rustls drop probe not attached"),
         }
