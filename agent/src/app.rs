@@ -313,7 +313,8 @@ impl Agent {
                         cached_input: record.cached_input_tokens,
                         reasoning: record.reasoning_tokens,
                     };
-                    record.cost_usd = self.pricing.cost(record.provider, model, tokens).map(|c| c.usd);
+                    record.cost = self.pricing.cost(record.provider, model, tokens);
+                    record.cost_usd = record.cost.as_ref().map(|c| c.usd);
                     if let Some(exporter) = &mut self.exporter {
                         exporter.record(&record);
                     }

@@ -22,6 +22,10 @@ pub enum Command {
         #[arg(long, value_name = "PATH|-")]
         usage_log: Option<PathBuf>,
     },
+    /// Showback reports and invoices from usage ledgers or a Prometheus-compatible backend.
+    Report(ReportArgs),
+    /// A live view of a running agent's calls, tokens and cost, from its ledger.
+    Top(TopArgs),
     /// Check a configuration file (and the mapping file it names) and exit.
     CheckConfig { file: PathBuf },
     /// Show what the agent resolves for a process (cgroup, container, pod, workload) and which
@@ -32,4 +36,68 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+}
+
+/// `tokentap report`. See docs/chargeback.md.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// A ledger file to read (repeatable: several hosts' ledgers are merged). Default: the
+    /// ledger of `--config`'s agent, else /var/lib/tokentap/ledger.db.
+    #[arg(long, value_name = "PATH")]
+    pub ledger: Vec<PathBuf>,
+    /// Read the agents' `tokentap.*` counters from this Prometheus-compatible API instead of
+    /// ledgers (e.g. http://prometheus:9090).
+    #[arg(long, value_name = "URL", conflicts_with = "ledger")]
+    pub prometheus: Option<String>,
+    /// The agent's configuration file (its ledger path and pricing table).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// A calendar month, YYYY-MM (default: the current month).
+    #[arg(long, value_name = "YYYY-MM", conflicts_with_all = ["from", "to"])]
+    pub month: Option<String>,
+    /// Start of the period (inclusive): RFC 3339 or a date (midnight in `--tz`).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// End of the period (exclusive): RFC 3339 or a date (midnight in `--tz`). Default: now.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Time zone for dates, months and days (IANA name, e.g. Europe/Paris). Default: UTC.
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// Attribution keys to group by, comma-separated or repeated: team, cost_center, product,
+    /// tenant, app, namespace, workload, provider, model, user, unit.
+    #[arg(long, value_delimiter = ',', default_value = "team")]
+    pub by: Vec<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// Write to FILE (with `--invoice`: a directory) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Write one invoice per value of `--by` (HTML and CSV) into the `--output` directory.
+    #[arg(long, requires = "output")]
+    pub invoice: bool,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    Table,
+    Csv,
+    Json,
+    Markdown,
+    Html,
+}
+
+/// `tokentap top`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TopArgs {
+    /// The running agent's ledger. Default: the one of `--config`, else
+    /// /var/lib/tokentap/ledger.db.
+    #[arg(long, value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
+    /// The agent's configuration file (for its ledger path).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Seconds of calls the rates are averaged over.
+    #[arg(long, default_value_t = 60)]
+    pub window: u64,
 }

@@ -99,3 +99,14 @@ pub fn identity(pid: u32, config: Option<&Path>) -> ExitCode {
     print!("{}", explain::identity_report(pid, &mapping, file.as_deref(), pods.as_ref()));
     ExitCode::SUCCESS
 }
+
+/// `tokentap report`: 0 ok, 2 bad arguments or input (the message names the argument or file),
+/// 1 a source that could not be read.
+pub fn report(args: &crate::cli::ReportArgs) -> ExitCode {
+    crate::report::run(args)
+}
+
+/// `tokentap top`: runs until `q`.
+pub fn top(args: &crate::cli::TopArgs) -> ExitCode {
+    crate::top::run(args)
+}

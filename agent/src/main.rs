@@ -15,6 +15,8 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Run { config, usage_log } => commands::run(config.as_deref(), usage_log.as_deref()),
+        Command::Report(args) => commands::report(&args),
+        Command::Top(args) => commands::top(&args),
         Command::CheckConfig { file } => commands::check_config(&file),
         Command::Identity { pid, config } => commands::identity(pid, config.as_deref()),
     }

@@ -10,6 +10,7 @@ use crate::{
     attribution::Attribution,
     clock::Clock,
     identity::model::Workload,
+    pricing::Cost,
     streams::{conn::host_and_port, Endpoint, TrackedExchange},
 };
 
@@ -57,6 +58,10 @@ pub struct UsageRecord {
     pub app: Option<String>,
     /// At the pricing table's list prices; null when the model is not in the table.
     pub cost_usd: Option<f64>,
+    /// The exact cost with the unit prices in force, for the ledger (records on the wire keep
+    /// the float `cost_usd` only).
+    #[serde(skip)]
+    pub cost: Option<Cost>,
 }
 
 /// Who made a call: the resolved workload, what the mapping made of it, and the node name to
@@ -220,6 +225,7 @@ pub fn base_record(tracked: &TrackedExchange, who: &Attributed<'_>, clock: &Cloc
         tenant: a.tenant.clone(),
         app: a.app.clone(),
         cost_usd: None,
+        cost: None,
     }
 }
 

@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 
 use thiserror::Error;
 
+use crate::money::{Pico, UnitPrice};
+
 mod normalize;
 mod parse;
 #[cfg(test)]
@@ -22,14 +24,24 @@ pub use normalize::normalize_model;
 const BUILTIN: &str = include_str!("../../pricing/prices.toml");
 const BUILTIN_FILE: &str = "prices.toml (built in)";
 
-/// Prices of one model, USD per 1M tokens, with the optional ones resolved
+/// Prices of one model, exact (micro-USD per 1M tokens), with the optional ones resolved
 /// (`cached_input` defaults to `input`, `reasoning` to `output`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Price {
-    pub input: f64,
-    pub output: f64,
-    pub cached_input: f64,
-    pub reasoning: f64,
+    pub input: UnitPrice,
+    pub output: UnitPrice,
+    pub cached_input: UnitPrice,
+    pub reasoning: UnitPrice,
+}
+
+impl Price {
+    /// The exact cost of a call with these counts (see [`PricingTable::cost`]).
+    pub fn cost(&self, t: Tokens) -> Pico {
+        self.input.amount(t.input.saturating_sub(t.cached_input))
+            + self.cached_input.amount(t.cached_input)
+            + self.output.amount(t.output.saturating_sub(t.reasoning))
+            + self.reasoning.amount(t.reasoning)
+    }
 }
 
 /// Token counts of one call, as usage records hold them: `input` includes `cached_input`,
@@ -45,9 +57,14 @@ pub struct Tokens {
 /// The cost of one call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cost {
+    /// Exact: the sum of tokens × unit price per token type.
+    pub amount: Pico,
+    /// `amount` as a float, for metrics.
     pub usd: f64,
     /// The table's name for the model that was priced (normalised, or the exact entry).
     pub model: String,
+    /// The unit prices in force, which the ledger keeps with the call for its invoice lines.
+    pub price: Price,
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -144,17 +161,11 @@ impl PricingTable {
         models.get(&name).map(|p| (name, *p))
     }
 
-    /// cost = ((input-cached)*p.input + cached*p.cached_input + (output-reasoning)*p.output +
-    /// reasoning*p.reasoning) / 1e6 (saturating subtractions). None when unpriced.
+    /// cost = (input-cached)*p.input + cached*p.cached_input + (output-reasoning)*p.output +
+    /// reasoning*p.reasoning (saturating subtractions), exact. None when unpriced.
     pub fn cost(&self, provider: &str, model: &str, tokens: Tokens) -> Option<Cost> {
-        let (model, p) = self.price(provider, model)?;
-        let uncached = tokens.input.saturating_sub(tokens.cached_input) as f64;
-        let visible = tokens.output.saturating_sub(tokens.reasoning) as f64;
-        let usd = (uncached * p.input
-            + tokens.cached_input as f64 * p.cached_input
-            + visible * p.output
-            + tokens.reasoning as f64 * p.reasoning)
-            / 1e6;
-        Some(Cost { usd, model })
+        let (model, price) = self.price(provider, model)?;
+        let amount = price.cost(tokens);
+        Some(Cost { amount, usd: amount.usd(), model, price })
     }
 }

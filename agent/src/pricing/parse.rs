@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::normalize::exact_name;
 use super::{Price, PricingError, PricingTable};
+use crate::money::UnitPrice;
 use crate::toml_source::{first_unknown_key, key_at, line_of, unknown_key_message, KeyPath};
 
 type Val<'i> = Spanned<DeValue<'i>>;
@@ -98,20 +99,28 @@ impl Parser<'_> {
         }
     }
 
-    /// A price: a finite, non-negative integer or float.
-    fn price(&self, v: &Val<'_>, path: &KeyPath) -> R<f64> {
-        let x = match v.get_ref() {
-            DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
-            DeValue::Integer(i) => i128::from_str_radix(i.as_str(), i.radix()).ok().map(|n| n as f64),
+    /// A price: a non-negative integer or decimal, held exactly (at most 6 decimal places).
+    fn price(&self, v: &Val<'_>, path: &KeyPath) -> R<UnitPrice> {
+        let text = match v.get_ref() {
+            DeValue::Float(f) => f.as_str().to_string(),
+            DeValue::Integer(i) => match i128::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => n.to_string(),
+                Err(_) => i.as_str().to_string(),
+            },
             other => {
                 return Err(self.err(v.span(), path, format!("expected a number, found {}", other.type_str())));
             }
         };
-        match x {
-            Some(x) if x.is_finite() && x >= 0.0 => Ok(x),
-            Some(x) if x.is_finite() => Err(self.err(v.span(), path, format!("negative price {x}"))),
-            _ => Err(self.err(v.span(), path, "must be a finite number (USD per 1M tokens)")),
+        if text.trim_start().starts_with('-') && !text.contains("inf") {
+            return Err(self.err(v.span(), path, format!("negative price {text}")));
         }
+        UnitPrice::parse_usd_per_million(&text).ok_or_else(|| {
+            self.err(
+                v.span(),
+                path,
+                format!("{text}: must be a finite number (USD per 1M tokens) with at most 6 decimal places"),
+            )
+        })
     }
 
     /// One `[[model]]`: (provider, model name, span of the name, price).
@@ -140,7 +149,7 @@ impl Parser<'_> {
         }
         let input = self.price(required("input")?, &path.key("input"))?;
         let output = self.price(required("output")?, &path.key("output"))?;
-        let optional = |key: &str, default: f64| match t.get(key) {
+        let optional = |key: &str, default: UnitPrice| match t.get(key) {
             Some(val) => self.price(val, &path.key(key)),
             None => Ok(default),
         };

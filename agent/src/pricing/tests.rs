@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::money::{Pico, UnitPrice};
 
 /// One valid entry, lines 1–5.
 const VALID: &str = "[[model]]\nprovider = \"openai\"\nmodel = \"a\"\ninput = 1\noutput = 2\n";
@@ -73,8 +74,9 @@ fn cost_is_the_formula_exactly() {
     );
     let tokens = Tokens { input: 1000, cached_input: 200, output: 300, reasoning: 100 };
     let c = t.cost("openai", "m", tokens).unwrap();
-    // 800 × 2.5 + 200 × 1.25 + 200 × 10 + 100 × 20 = 6250, all exact in f64.
-    assert_eq!(c, Cost { usd: 6250.0 / 1e6, model: "m".to_string() });
+    // 800 × 2.5 + 200 × 1.25 + 200 × 10 + 100 × 20 = 6250 USD per 1M tokens, exactly.
+    assert_eq!(c.amount, Pico(6250 * 1_000_000));
+    assert_eq!((c.usd, c.model.as_str()), (6250.0 / 1e6, "m"));
     assert_eq!(t.cost("openai", "m", Tokens::default()).unwrap().usd, 0.0);
 }
 
@@ -82,7 +84,10 @@ fn cost_is_the_formula_exactly() {
 fn optional_prices_default_and_subtractions_saturate() {
     let t = table(VALID);
     let (name, p) = t.price("openai", "a").unwrap();
-    assert_eq!((name.as_str(), p), ("a", Price { input: 1.0, output: 2.0, cached_input: 1.0, reasoning: 2.0 }));
+    assert_eq!(
+        (name.as_str(), p),
+        ("a", Price { input: u(1.0), output: u(2.0), cached_input: u(1.0), reasoning: u(2.0) })
+    );
     // More cached than input, more reasoning than output (inconsistent counts): no wrap-around.
     let tokens = Tokens { input: 10, cached_input: 20, output: 5, reasoning: 8 };
     assert_eq!(t.cost("openai", "a", tokens).unwrap().usd, (20.0 * 1.0 + 8.0 * 2.0) / 1e6);
@@ -93,7 +98,7 @@ fn builtin_prices_a_known_call() {
     let t = PricingTable::builtin();
     let tokens = Tokens { input: 1_000_000, output: 1_000_000, ..Tokens::default() };
     let c = t.cost("openai", "gpt-4o-2024-08-06", tokens).unwrap();
-    assert_eq!(c, Cost { usd: 12.5, model: "gpt-4o".to_string() });
+    assert_eq!((c.usd, c.model.as_str(), c.amount), (12.5, "gpt-4o", Pico(12_500_000_000_000)));
     let tokens = Tokens { input: 2_000_000, cached_input: 1_000_000, output: 1_000_000, reasoning: 500_000 };
     let c = t.cost("anthropic", "claude-sonnet-4-5-20250929", tokens).unwrap();
     assert_eq!(c.model, "claude-sonnet-4-5");
@@ -144,13 +149,11 @@ fn builtin_parses_and_every_entry_is_priced() {
         if model != "gpt-4o-2024-05-13" {
             assert_eq!(normalize_model(model), model, "{provider} {model}: not normalised");
         }
-        let all = [p.input, p.output, p.cached_input, p.reasoning];
-        assert!(all.iter().all(|x| x.is_finite()), "{provider} {model}: {p:?}");
-        assert!(p.input > 0.0 && p.cached_input > 0.0, "{provider} {model}: {p:?}");
+        assert!(p.input > u(0.0) && p.cached_input > u(0.0), "{provider} {model}: {p:?}");
         assert!(p.cached_input <= p.input && p.reasoning == p.output, "{provider} {model}: {p:?}");
         // Embeddings have no output tokens; everything else has a positive output price.
         if model.starts_with("text-embedding-") {
-            assert_eq!(p.output, 0.0, "{provider} {model}");
+            assert_eq!(p.output, u(0.0), "{provider} {model}");
         } else {
             assert!(p.output > p.input, "{provider} {model}: {p:?}");
         }
@@ -162,8 +165,8 @@ fn builtin_and_snapshot_entries() {
     // gpt-4o-2024-05-13 is the one entry that is not a family name (it has its own price).
     let t = PricingTable::builtin();
     let (_, p) = t.price("openai", "gpt-4o-2024-05-13").unwrap();
-    assert_eq!((p.input, p.output), (5.0, 15.0));
-    assert_eq!(t.price("openai", "gpt-4o-2024-11-20").unwrap().1.input, 2.5);
+    assert_eq!((p.input, p.output), (u(5.0), u(15.0)));
+    assert_eq!(t.price("openai", "gpt-4o-2024-11-20").unwrap().1.input, u(2.5));
 }
 
 #[test]
@@ -174,11 +177,11 @@ fn override_wins_and_adds() {
     let n = builtin.len();
     let t = builtin.clone().merged(over);
     assert_eq!(t.len(), n + 2, "one replaced entry, two new ones");
-    assert_eq!(t.price("openai", "gpt-4o-2024-08-06").unwrap().1.input, 2.0);
-    assert_eq!(t.price("anthropic", "claude-sonnet-4-5-20250929").unwrap().1.input, 2.7);
-    assert_eq!(t.price("anthropic", "claude-sonnet-4-5").unwrap().1.input, 3.0);
+    assert_eq!(t.price("openai", "gpt-4o-2024-08-06").unwrap().1.input, u(2.0));
+    assert_eq!(t.price("anthropic", "claude-sonnet-4-5-20250929").unwrap().1.input, u(2.7));
+    assert_eq!(t.price("anthropic", "claude-sonnet-4-5").unwrap().1.input, u(3.0));
     let c = t.cost("openai", "openai/gpt-oss-120b", Tokens { input: 1_000_000, ..Tokens::default() }).unwrap();
-    assert_eq!(c, Cost { usd: 0.1, model: "gpt-oss-120b".to_string() });
+    assert_eq!((c.usd, c.model.as_str()), (0.1, "gpt-oss-120b"));
     assert_eq!(t.as_of(), format!("{} (override: 2025-11-03)", builtin.as_of()));
     assert!(t.source().starts_with(builtin.source()) && t.source().contains("(override: Acme"), "{}", t.source());
     // An override without as_of/source leaves the description alone.
@@ -210,8 +213,8 @@ fn top_level_fields() {
     assert_eq!((t.as_of(), t.source(), t.len(), t.is_empty()), ("2025-08-01", "here", 0, true));
     // Prices may be integers or floats, in any TOML spelling.
     let t = table("[[model]]\nprovider = \"Acme\"\nmodel = \"Openai/Big-1\"\ninput = 0x10\noutput = 1_000.5\n");
-    assert_eq!(t.price("acme", "big-1").unwrap().1.input, 16.0);
-    assert_eq!(t.price("ACME", "BIG-1").unwrap().1.output, 1000.5);
+    assert_eq!(t.price("acme", "big-1").unwrap().1.input, u(16.0));
+    assert_eq!(t.price("ACME", "BIG-1").unwrap().1.output, u(1000.5));
 }
 
 #[test]
@@ -380,4 +383,21 @@ fn garbage_never_panics() {
         let _ = normalize_model(&text);
     }
     assert!(parsed > 0, "no mutation of the built-in table parsed; the test explores nothing");
+}
+
+fn u(usd_per_million: f64) -> UnitPrice {
+    UnitPrice::from_usd_per_million(usd_per_million).expect("an exact price")
+}
+
+#[test]
+fn prices_are_held_exactly_or_refused() {
+    let t = table("[[model]]\nprovider = \"openai\"\nmodel = \"m\"\ninput = 0.075\noutput = 1_000\n");
+    let (_, p) = t.price("openai", "m").unwrap();
+    assert_eq!((p.input, p.output), (UnitPrice(75_000), UnitPrice(1_000_000_000)));
+    let e = PricingTable::parse(
+        "p.toml",
+        "[[model]]\nprovider = \"openai\"\nmodel = \"m\"\ninput = 0.0000001\noutput = 1\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("p.toml:4: model[1].input:") && e.to_string().contains("6 decimal"), "{e}");
 }
