@@ -126,6 +126,7 @@ mod tests {
             tenant: None,
             app: None,
             cost_usd: (status < 400).then_some(0.25),
+            cost: None,
         }
     }
 
