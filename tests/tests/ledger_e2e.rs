@@ -278,3 +278,20 @@ fn unwritable_paths_and_foreign_files_are_reported_and_left_untouched() {
     drop(conn);
     refused("foreign SQLite database", &dir, &other, "not a tokentap ledger");
 }
+
+#[test]
+fn bad_ledger_settings_name_the_file_line_and_key_or_the_argument() {
+    let dir = env::temp_subdir("ledger-config");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[ledger]\nretention_days = 30\nrollup_retention_days = 7\n").unwrap();
+    let out =
+        std::process::Command::new(tokentap_tests::agent::agent_bin()).arg("check-config").arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{}:3: ledger.rollup_retention_days:", file.display())), "{err}");
+    let out =
+        std::process::Command::new(tokentap_tests::agent::agent_bin()).args(["run", "--ledger", ""]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--ledger"), "{err}");
+}
