@@ -111,7 +111,7 @@ impl OwnAgent {
 
     /// Waits until the usage log holds `n` records for `port`.
     pub fn wait_records(&self, port: u16, n: usize) -> Vec<Value> {
-        wait_for(&format!("{n} usage records for port {port}"), Duration::from_secs(30), || {
+        wait_for(&format!("{n} usage records for port {port}"), Duration::from_secs(60), || {
             let r = self.records(port);
             (r.len() >= n).then_some(r)
         })

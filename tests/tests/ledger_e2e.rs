@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokentap_tests::ledger::{calls, integrity, read_only, wait_for, CallRow, OwnAgent, Tmpfs};
 use tokentap_tests::{agent, env, records, require_bpf, Case, Expected, LlmServer, ServerEntry, ServerOpts, Tokens};
 
-const LEDGER_TIMEOUT: Duration = Duration::from_secs(30);
+const LEDGER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One test at a time: they start agents of their own and time a kill; on a shared, small
 /// machine parallel agents would only blur that.
