@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokentap_tests::ledger::{calls, integrity, read_only, wait_for, CallRow, OwnAgent, Tmpfs};
-use tokentap_tests::{agent, env, records, require_bpf, Case, Expected, LlmServer, ServerEntry, ServerOpts, Tokens};
+use tokentap_tests::{
+    agent, clients, env, records, require_bpf, Case, Expected, LlmServer, ServerEntry, ServerOpts, Tokens,
+};
 
 const LEDGER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -77,6 +79,38 @@ fn metered_calls_are_in_the_shared_agents_ledger_exactly() {
         assert!(row.cost_pusd.is_some_and(|c| c > 0), "priced call has a cost");
         assert!(!row.pricing_version.is_empty() && !row.host.is_empty());
     }
+    // A refused call (no API key: 401) is a call too, an error with no tokens.
+    let resp = server.dir.join("refused-response");
+    let run = clients::run_curl(
+        &server,
+        &[
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "--data-binary".into(),
+            "{\"model\": \"gpt-4o-mini\", \"messages\": []}".into(),
+            "-o".into(),
+            resp.into(),
+            format!("{}/v1/chat/completions", server.origin()).into(),
+        ],
+    );
+    assert_eq!(run.stdout.trim(), "401");
+    let rows = wait_for("the refused call's row", LEDGER_TIMEOUT, || {
+        let rows = calls(ledger, server.port);
+        (rows.len() >= 4).then_some(rows)
+    });
+    let refused = &rows[3];
+    assert_eq!((refused.http_status, refused.input_tokens, refused.output_tokens), (401, 0, 0));
+    assert!(refused.error_type.is_some(), "a 401 is an error");
+    assert_eq!(refused.pid, run.pid);
+    let errors: i64 = read_only(ledger)
+        .query_row(
+            "SELECT count(*) FROM calls WHERE server_port = ?1 AND (error_type IS NOT NULL OR http_status >= 400)",
+            [server.port],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(errors, 1);
+
     let mode = std::fs::metadata(ledger).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "ledger file mode");
     let journal: String = read_only(ledger).query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
