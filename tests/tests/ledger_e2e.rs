@@ -263,8 +263,9 @@ fn a_full_disk_is_reported_while_metering_goes_on_and_pending_records_land() {
         (a.metric("tokentap_agent_ledger_healthy") == Some(0.0)).then_some(())
     });
     assert!(a.metric("tokentap_agent_ledger_commits_failed_total").is_some_and(|n| n >= 1.0));
+    // At least: the agent meters the whole host, other calls may be waiting too.
     wait_for("4 records pending", LEDGER_TIMEOUT, || {
-        (a.metric("tokentap_agent_ledger_records_pending") == Some(4.0)).then_some(())
+        a.metric("tokentap_agent_ledger_records_pending").is_some_and(|n| n >= 4.0).then_some(())
     });
     assert_eq!(calls(&ledger, server.port).len(), 1, "nothing committed on a full disk");
     // Several failed retries are one episode: logged once.
