@@ -48,7 +48,8 @@ pub fn run(mut ledger: Ledger, window_s: u64) -> Result<(), String> {
             }
         }
         let clock = now.strftime("%H:%M:%S").to_string();
-        let screen = Screen { ledger: &name, window_s, clock: &clock, snap: &snap, state: &state, error: error.as_deref() };
+        let screen =
+            Screen { ledger: &name, window_s, clock: &clock, snap: &snap, state: &state, error: error.as_deref() };
         terminal.draw(|f| page = view::draw(f, &screen)).map_err(|e| format!("cannot draw: {e}"))?;
         let wait = next_read.saturating_duration_since(Instant::now());
         if event::poll(wait).map_err(|e| format!("cannot read the keyboard: {e}"))? {

@@ -40,7 +40,10 @@ fn start(args: &TopArgs) -> Result<ExitCode, String> {
         let now = jiff::Zoned::now();
         let snap = ledger.read(&now, args.window)?;
         let clock = now.strftime("%Y-%m-%d %H:%M:%S %Z").to_string();
-        print!("{}", view::snapshot_text(&path.display().to_string(), args.window, &clock, &snap, rates::Sort::default()));
+        print!(
+            "{}",
+            view::snapshot_text(&path.display().to_string(), args.window, &clock, &snap, rates::Sort::default())
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if !std::io::stdout().is_terminal() {
@@ -60,7 +63,10 @@ fn ledger_path(args: &TopArgs) -> Result<PathBuf, String> {
         return Ok(p.clone());
     }
     if let Some(c) = &args.config {
-        return Err(format!("{}: reading the ledger path from a configuration file is not supported yet; pass --ledger", c.display()));
+        return Err(format!(
+            "{}: reading the ledger path from a configuration file is not supported yet; pass --ledger",
+            c.display()
+        ));
     }
     Ok(PathBuf::from(DEFAULT_LEDGER))
 }

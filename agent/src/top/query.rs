@@ -135,7 +135,8 @@ fn update_totals(conn: &Connection, t: &mut Totals, now: &Zoned) -> rusqlite::Re
         || max_id < t.last_id
         || now_s - t.computed_at_s >= FULL_RECOMPUTE_S;
     if stale {
-        *t = Totals { day_start_ns: day, month_start_ns: month, computed_at_s: now_s, valid: true, ..Totals::default() };
+        *t =
+            Totals { day_start_ns: day, month_start_ns: month, computed_at_s: now_s, valid: true, ..Totals::default() };
         // Per hour, then added here in i128: a month's cost in pico-USD can exceed SQLite's
         // 64-bit sum.
         let sql = format!(
@@ -144,9 +145,7 @@ fn update_totals(conn: &Connection, t: &mut Totals, now: &Zoned) -> rusqlite::Re
             SUMS = sums_sql()
         );
         add_sums(conn, &sql, params![month, day, max_id], t)?;
-        let sql = format!(
-            "SELECT hour >= ?2, {ROLLUP_SUMS} FROM rollups WHERE hour >= ?1 GROUP BY hour, hour >= ?2"
-        );
+        let sql = format!("SELECT hour >= ?2, {ROLLUP_SUMS} FROM rollups WHERE hour >= ?1 GROUP BY hour, hour >= ?2");
         add_sums(conn, &sql, params![month / NS_PER_S, day / NS_PER_S], t)?;
     } else if max_id > t.last_id {
         let sql = format!(
@@ -180,7 +179,17 @@ pub(crate) mod tests {
     use jiff::tz::TimeZone;
 
     /// Inserts a call as the ledger writer does (only the columns `top` reads vary).
-    pub(crate) fn insert(conn: &Connection, ts_ns: i64, team: &str, model: Option<&str>, pid: u32, comm: &str, tokens: (u64, u64), cost: Option<i64>, status: u16) {
+    pub(crate) fn insert(
+        conn: &Connection,
+        ts_ns: i64,
+        team: &str,
+        model: Option<&str>,
+        pid: u32,
+        comm: &str,
+        tokens: (u64, u64),
+        cost: Option<i64>,
+        status: u16,
+    ) {
         conn.execute(
             "INSERT INTO calls (ts_ns, host, pid, comm, exe, cgroup_id, provider, operation, server_address,
                  server_port, request_model, response_model, input_tokens, output_tokens, cached_input_tokens,
@@ -233,8 +242,14 @@ pub(crate) mod tests {
         rows.sort_by(|a, b| a.team.cmp(&b.team));
         assert_eq!(rows.len(), 2, "{rows:?}");
         let a = &rows[0];
-        assert_eq!((a.team.as_str(), a.model.as_deref(), a.pid, a.comm.as_str(), a.exe.as_str()), ("a", Some("m"), 7, "curl", "/usr/bin/curl"));
-        assert_eq!(a.sums, Sums { calls: 2, errors: 1, input_tokens: 700, output_tokens: 70, cost: Pico(10_000), unpriced: 1 });
+        assert_eq!(
+            (a.team.as_str(), a.model.as_deref(), a.pid, a.comm.as_str(), a.exe.as_str()),
+            ("a", Some("m"), 7, "curl", "/usr/bin/curl")
+        );
+        assert_eq!(
+            a.sums,
+            Sums { calls: 2, errors: 1, input_tokens: 700, output_tokens: 70, cost: Pico(10_000), unpriced: 1 }
+        );
         assert_eq!(rows[1].model, None);
         assert_eq!(s.today.calls, 4);
         assert_eq!(s.today.cost, Pico(11_007));

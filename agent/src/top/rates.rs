@@ -77,7 +77,11 @@ pub enum GroupKey {
     Team(String),
     Model(Option<String>),
     /// comm first, so that sorting by name puts a program's processes together.
-    Process { comm: String, pid: u32, exe: String },
+    Process {
+        comm: String,
+        pid: u32,
+        exe: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,7 +244,16 @@ pub fn rate(x: f64) -> String {
 mod tests {
     use super::*;
 
-    fn row(team: &str, model: &str, pid: u32, comm: &str, calls: u64, input: u64, output: u64, cost: i128) -> WindowRow {
+    fn row(
+        team: &str,
+        model: &str,
+        pid: u32,
+        comm: &str,
+        calls: u64,
+        input: u64,
+        output: u64,
+        cost: i128,
+    ) -> WindowRow {
         WindowRow {
             team: team.into(),
             model: Some(model.into()),

@@ -77,19 +77,29 @@ impl Col {
 
     fn sort(self) -> Option<SortCol> {
         Some(match self {
-            Col::Team | Col::Model | Col::Comm | Col::Pid => SortCol::Name,
+            // Processes sort by name on comm (then pid): the arrow goes there.
+            Col::Team | Col::Model | Col::Comm => SortCol::Name,
             Col::Calls | Col::CallsPerS => SortCol::Calls,
             Col::InTok | Col::InPerS => SortCol::Input,
             Col::OutTok | Col::OutPerS => SortCol::Output,
             Col::CostPerH | Col::Cost => SortCol::Cost,
             Col::Errors => SortCol::Errors,
-            Col::Exe => return None,
+            Col::Exe | Col::Pid => return None,
         })
     }
 }
 
-const NUMBERS: [Col; 9] =
-    [Col::Calls, Col::CallsPerS, Col::InTok, Col::OutTok, Col::InPerS, Col::OutPerS, Col::CostPerH, Col::Cost, Col::Errors];
+const NUMBERS: [Col; 9] = [
+    Col::Calls,
+    Col::CallsPerS,
+    Col::InTok,
+    Col::OutTok,
+    Col::InPerS,
+    Col::OutPerS,
+    Col::CostPerH,
+    Col::Cost,
+    Col::Errors,
+];
 
 /// The view's columns, in display order.
 pub fn columns(view: View) -> Vec<Col> {
@@ -159,7 +169,8 @@ pub fn layout(view: View, groups: &[Group], sort: Sort, window_s: u64, width: Op
         }
     };
     let mut titles: Vec<String> = cols.iter().enumerate().map(|(i, &c)| title(i, c)).collect();
-    let mut rows: Vec<Vec<String>> = groups.iter().map(|g| cols.iter().map(|&c| cell(c, g, window_s)).collect()).collect();
+    let mut rows: Vec<Vec<String>> =
+        groups.iter().map(|g| cols.iter().map(|&c| cell(c, g, window_s)).collect()).collect();
     let natural = |i: usize, titles: &[String], rows: &[Vec<String>]| {
         rows.iter().map(|r| r[i].chars().count()).chain([titles[i].chars().count()]).max().unwrap_or(0)
     };
@@ -224,7 +235,13 @@ pub fn plain_lines(t: &Table) -> Vec<String> {
         let parts: Vec<String> = cells
             .iter()
             .enumerate()
-            .map(|(i, c)| if t.cols[i].right_aligned() { format!("{c:>w$}", w = t.widths[i]) } else { format!("{c:<w$}", w = t.widths[i]) })
+            .map(|(i, c)| {
+                if t.cols[i].right_aligned() {
+                    format!("{c:>w$}", w = t.widths[i])
+                } else {
+                    format!("{c:<w$}", w = t.widths[i])
+                }
+            })
             .collect();
         parts.join(" ").trim_end().to_string()
     };
@@ -238,7 +255,10 @@ mod tests {
     use crate::top::rates::Sums;
 
     fn g(key: GroupKey, calls: u64, cost: i128, unpriced: u64) -> Group {
-        Group { key, sums: Sums { calls, errors: 1, input_tokens: 1200, output_tokens: 34, cost: Pico(cost), unpriced } }
+        Group {
+            key,
+            sums: Sums { calls, errors: 1, input_tokens: 1200, output_tokens: 34, cost: Pico(cost), unpriced },
+        }
     }
 
     fn proc_group() -> Group {
@@ -248,7 +268,13 @@ mod tests {
 
     #[test]
     fn wide_terminals_show_every_column_with_the_sort_arrow() {
-        let t = layout(View::Team, &[g(GroupKey::Team("platform".into()), 6, 1_000_000_000, 0)], Sort::default(), 60, Some(200));
+        let t = layout(
+            View::Team,
+            &[g(GroupKey::Team("platform".into()), 6, 1_000_000_000, 0)],
+            Sort::default(),
+            60,
+            Some(200),
+        );
         assert_eq!(t.cols, columns(View::Team));
         assert_eq!(t.titles[t.cols.iter().position(|&c| c == Col::CostPerH).unwrap()], "$/H▼");
         let row = &t.rows[0];
@@ -276,7 +302,13 @@ mod tests {
         let t40 = layout(View::Process, &groups, Sort::default(), 60, Some(40));
         assert!(t40.cols.contains(&Col::Calls) && t40.cols.contains(&Col::CostPerH), "{:?}", t40.cols);
         assert!(!t40.cols.contains(&Col::Errors) && !t40.cols.contains(&Col::Exe), "{:?}", t40.cols);
-        let t = layout(View::Team, &[g(GroupKey::Team("a-very-long-team-name-indeed".into()), 1, 0, 0)], Sort::default(), 60, Some(60));
+        let t = layout(
+            View::Team,
+            &[g(GroupKey::Team("a-very-long-team-name-indeed".into()), 1, 0, 0)],
+            Sort::default(),
+            60,
+            Some(60),
+        );
         assert!(t.rows[0][0].ends_with('…') && t.rows[0][0].chars().count() == t.widths[0], "{t:?}");
     }
 

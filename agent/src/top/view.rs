@@ -45,7 +45,12 @@ pub fn draw(f: &mut Frame, s: &Screen) -> usize {
             Some(e) => Line::styled(format!("read error: {e}"), bold.add_modifier(Modifier::REVERSED)),
             None => Line::styled(header::title(s.ledger, s.window_s, s.clock), bold),
         };
-        let lines = vec![first, Line::raw(header::window_line(s.snap, s.window_s)), Line::raw(header::totals_line(s.snap))];
+        let w = usize::from(area.width);
+        let lines = vec![
+            first,
+            Line::raw(header::window_line(s.snap, s.window_s, w)),
+            Line::raw(header::totals_line(s.snap, w)),
+        ];
         f.render_widget(Paragraph::new(lines), head_area);
     }
     f.render_widget(Paragraph::new(tabs(s.state.view)), tabs_area);
@@ -73,7 +78,10 @@ fn tabs(current: View) -> Line<'static> {
     for v in View::ALL {
         let key = v.title().chars().next().unwrap_or(' ').to_ascii_lowercase();
         if v == current {
-            spans.push(Span::styled(format!("[{}]", v.title()), Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD)));
+            spans.push(Span::styled(
+                format!("[{}]", v.title()),
+                Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD),
+            ));
         } else {
             spans.push(Span::raw(format!(" {} ", v.title())));
         }
@@ -86,8 +94,8 @@ fn tabs(current: View) -> Line<'static> {
 pub fn snapshot_text(ledger: &str, window_s: u64, clock: &str, snap: &Snapshot, sort: Sort) -> String {
     let mut out = vec![
         header::title(ledger, window_s, clock),
-        header::window_line(snap, window_s),
-        header::totals_line(snap),
+        header::window_line(snap, window_s, usize::MAX),
+        header::totals_line(snap, usize::MAX),
     ];
     for v in View::ALL {
         out.push(String::new());
@@ -114,7 +122,13 @@ mod tests {
             pid,
             comm: comm.into(),
             exe: format!("/usr/bin/{comm}"),
-            sums: Sums { calls, input_tokens: 100 * calls, output_tokens: 10 * calls, cost: Pico(1_000_000_000 * i128::from(calls)), ..Sums::default() },
+            sums: Sums {
+                calls,
+                input_tokens: 100 * calls,
+                output_tokens: 10 * calls,
+                cost: Pico(1_000_000_000 * i128::from(calls)),
+                ..Sums::default()
+            },
         };
         Snapshot { rows: vec![row("search", "curl", 7, 2), row("billing", "python3", 8, 5)], ..Snapshot::default() }
     }
