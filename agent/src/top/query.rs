@@ -179,17 +179,16 @@ pub(crate) mod tests {
     use jiff::tz::TimeZone;
 
     /// Inserts a call as the ledger writer does (only the columns `top` reads vary).
+    /// `who`: team, model, pid, comm; `tokens`: input, output.
     pub(crate) fn insert(
         conn: &Connection,
         ts_ns: i64,
-        team: &str,
-        model: Option<&str>,
-        pid: u32,
-        comm: &str,
+        who: (&str, Option<&str>, u32, &str),
         tokens: (u64, u64),
         cost: Option<i64>,
         status: u16,
     ) {
+        let (team, model, pid, comm) = who;
         conn.execute(
             "INSERT INTO calls (ts_ns, host, pid, comm, exe, cgroup_id, provider, operation, server_address,
                  server_port, request_model, response_model, input_tokens, output_tokens, cached_input_tokens,
@@ -223,12 +222,12 @@ pub(crate) mod tests {
         let dir = scratch("window");
         let path = dir.join("ledger.db");
         let w = schema::open_for_write(&path).unwrap();
-        insert(&w, t("2026-10-31T23:00:00Z"), "a", Some("m"), 1, "x", (1, 1), Some(1), 200); // last month
-        insert(&w, t("2026-11-27T10:00:00Z"), "a", Some("m"), 1, "x", (10, 1), Some(100), 200); // yesterday
-        insert(&w, t("2026-11-28T11:59:00Z"), "a", Some("m"), 1, "x", (20, 2), Some(1_000), 200); // today, before the window
-        insert(&w, t("2026-11-28T11:59:30Z"), "a", Some("m"), 7, "curl", (300, 30), Some(10_000), 200);
-        insert(&w, t("2026-11-28T11:59:40Z"), "a", Some("m"), 7, "curl", (400, 40), None, 500);
-        insert(&w, t("2026-11-28T11:59:50Z"), "b", None, 8, "py", (5, 5), Some(7), 200);
+        insert(&w, t("2026-10-31T23:00:00Z"), ("a", Some("m"), 1, "x"), (1, 1), Some(1), 200); // last month
+        insert(&w, t("2026-11-27T10:00:00Z"), ("a", Some("m"), 1, "x"), (10, 1), Some(100), 200); // yesterday
+        insert(&w, t("2026-11-28T11:59:00Z"), ("a", Some("m"), 1, "x"), (20, 2), Some(1_000), 200); // today, before the window
+        insert(&w, t("2026-11-28T11:59:30Z"), ("a", Some("m"), 7, "curl"), (300, 30), Some(10_000), 200);
+        insert(&w, t("2026-11-28T11:59:40Z"), ("a", Some("m"), 7, "curl"), (400, 40), None, 500);
+        insert(&w, t("2026-11-28T11:59:50Z"), ("b", None, 8, "py"), (5, 5), Some(7), 200);
         w.execute(
             "INSERT INTO rollups (hour, host, provider, model, team, pricing_version, calls, errors, input_tokens,
                  output_tokens, cached_input_tokens, reasoning_tokens, estimated_calls, cost_pusd)
@@ -258,7 +257,7 @@ pub(crate) mod tests {
         assert_eq!(s.month.errors, 2);
 
         // A new call is added to the totals incrementally.
-        insert(&w, t("2026-11-28T12:00:01Z"), "b", Some("m"), 8, "py", (1, 1), Some(3), 200);
+        insert(&w, t("2026-11-28T12:00:01Z"), ("b", Some("m"), 8, "py"), (1, 1), Some(3), 200);
         let s = l.read(&at("2026-11-28T12:00:02Z"), 45).unwrap();
         assert_eq!((s.today.calls, s.today.cost), (5, Pico(11_010)));
         assert_eq!(s.month.calls, 9);

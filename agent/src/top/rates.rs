@@ -244,16 +244,9 @@ pub fn rate(x: f64) -> String {
 mod tests {
     use super::*;
 
-    fn row(
-        team: &str,
-        model: &str,
-        pid: u32,
-        comm: &str,
-        calls: u64,
-        input: u64,
-        output: u64,
-        cost: i128,
-    ) -> WindowRow {
+    /// `who`: team, model, pid, comm; `sums`: calls, input, output, cost.
+    fn row(who: (&str, &str, u32, &str), sums: (u64, u64, u64, i128)) -> WindowRow {
+        let ((team, model, pid, comm), (calls, input, output, cost)) = (who, sums);
         WindowRow {
             team: team.into(),
             model: Some(model.into()),
@@ -266,9 +259,9 @@ mod tests {
 
     fn rows() -> Vec<WindowRow> {
         vec![
-            row("a", "m1", 10, "curl", 1, 100, 10, 5),
-            row("a", "m2", 11, "python3", 2, 300, 30, 50),
-            row("b", "m1", 10, "curl", 4, 40, 400, 7),
+            row(("a", "m1", 10, "curl"), (1, 100, 10, 5)),
+            row(("a", "m2", 11, "python3"), (2, 300, 30, 50)),
+            row(("b", "m1", 10, "curl"), (4, 40, 400, 7)),
         ]
     }
 
@@ -317,7 +310,7 @@ mod tests {
         sort(&mut g, name);
         assert!(matches!(&g[0].key, GroupKey::Process { comm, .. } if comm == "curl"));
         // Equal counts: by key, whatever the direction.
-        let mut t = group(&[row("z", "m", 1, "c", 1, 1, 1, 1), row("y", "m", 1, "c", 1, 1, 1, 1)], View::Team);
+        let mut t = group(&[row(("z", "m", 1, "c"), (1, 1, 1, 1)), row(("y", "m", 1, "c"), (1, 1, 1, 1))], View::Team);
         sort(&mut t, Sort { col: SortCol::Calls, descending: true });
         assert_eq!(t[0].key, GroupKey::Team("y".into()));
     }
