@@ -22,8 +22,10 @@ impl Drop for Restore {
 }
 
 pub fn run(mut ledger: Ledger, window_s: u64) -> Result<(), String> {
-    let mut terminal = ratatui::try_init().map_err(|e| format!("cannot set up the terminal: {e}"))?;
+    // Before the set-up, which may fail half-way (restoring a terminal never set up is harmless);
+    // dropped after `terminal`, which shows the cursor again.
     let _restore = Restore;
+    let mut terminal = ratatui::try_init().map_err(|e| format!("cannot set up the terminal: {e}"))?;
     let name = ledger.path().display().to_string();
     let mut state = State::default();
     let mut snap = Snapshot::default();
