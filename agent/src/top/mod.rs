@@ -15,9 +15,6 @@ use std::process::ExitCode;
 
 use crate::cli::TopArgs;
 
-/// Where an agent keeps its ledger when its configuration does not say.
-const DEFAULT_LEDGER: &str = "/var/lib/tokentap/ledger.db";
-
 pub fn run(args: &TopArgs) -> ExitCode {
     match start(args) {
         Ok(code) => code,
@@ -58,15 +55,13 @@ fn start(args: &TopArgs) -> Result<ExitCode, String> {
     }
 }
 
+/// `--ledger`, else the `[ledger] path` of `--config`, else the agent's default.
 fn ledger_path(args: &TopArgs) -> Result<PathBuf, String> {
     if let Some(p) = &args.ledger {
         return Ok(p.clone());
     }
-    if let Some(c) = &args.config {
-        return Err(format!(
-            "{}: reading the ledger path from a configuration file is not supported yet; pass --ledger",
-            c.display()
-        ));
+    match &args.config {
+        Some(c) => crate::config::Config::load(c).map(|c| c.ledger.path).map_err(|e| e.to_string()),
+        None => Ok(PathBuf::from(crate::config::DEFAULT_LEDGER_PATH)),
     }
-    Ok(PathBuf::from(DEFAULT_LEDGER))
 }
