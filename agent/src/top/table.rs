@@ -115,7 +115,17 @@ pub fn columns(view: View) -> Vec<Col> {
     cols
 }
 
+/// A cell's text; an empty name shows as "-" so that no column looks shifted.
 pub fn cell(col: Col, g: &Group, window_s: u64) -> String {
+    let text = raw_cell(col, g, window_s);
+    if text.is_empty() {
+        "-".into()
+    } else {
+        text
+    }
+}
+
+fn raw_cell(col: Col, g: &Group, window_s: u64) -> String {
     let s = &g.sums;
     let r = rates::rates(s, window_s);
     match (col, &g.key) {
@@ -319,6 +329,9 @@ mod tests {
         assert_eq!(fit("abc", 3, false), "abc");
         let t = layout(View::Model, &[g(GroupKey::Model(None), 1, 0, 1)], Sort::default(), 3600, None);
         assert_eq!(t.rows[0][0], "(none)");
+        let unnamed = g(GroupKey::Process { comm: String::new(), pid: 1, exe: String::new() }, 1, 0, 0);
+        let t = layout(View::Process, &[unnamed], Sort::default(), 60, None);
+        assert_eq!((t.rows[0][1].as_str(), t.rows[0].last().unwrap().as_str()), ("-", "-"));
         assert!(t.rows[0][7].ends_with("+?"), "{:?}", t.rows[0]);
     }
 }
