@@ -35,7 +35,7 @@ pub struct Ledger {
     totals: Totals,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Totals {
     day_start_ns: i64,
     month_start_ns: i64,
@@ -124,7 +124,11 @@ fn sums(r: &Row, at: usize) -> rusqlite::Result<Sums> {
     })
 }
 
-fn update_totals(conn: &Connection, t: &mut Totals, now: &Zoned) -> rusqlite::Result<()> {
+/// Brings the totals up to `now`. They change only when every query succeeded: a read that
+/// fails half-way must not leave sums that the next read would add to again.
+fn update_totals(conn: &Connection, totals: &mut Totals, now: &Zoned) -> rusqlite::Result<()> {
+    let mut next = totals.clone();
+    let t = &mut next;
     let day = now.start_of_day().map(|z| ns(z.timestamp())).unwrap_or(0);
     let month = now.first_of_month().and_then(|z| z.start_of_day()).map(|z| ns(z.timestamp())).unwrap_or(0);
     let max_id: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM calls", [], |r| r.get(0))?;
@@ -156,6 +160,7 @@ fn update_totals(conn: &Connection, t: &mut Totals, now: &Zoned) -> rusqlite::Re
         add_sums(conn, &sql, params![month, day, last, max_id], t)?;
     }
     t.last_id = max_id;
+    *totals = next;
     Ok(())
 }
 

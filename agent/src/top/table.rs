@@ -329,9 +329,10 @@ mod tests {
         assert_eq!(fit("abc", 3, false), "abc");
         let t = layout(View::Model, &[g(GroupKey::Model(None), 1, 0, 1)], Sort::default(), 3600, None);
         assert_eq!(t.rows[0][0], "(none)");
+        assert!(t.rows[0][7].ends_with("+?"), "{:?}", t.rows[0]);
+        // An empty name (identity lost) is "-", so that the columns after it do not shift.
         let unnamed = g(GroupKey::Process { comm: String::new(), pid: 1, exe: String::new() }, 1, 0, 0);
         let t = layout(View::Process, &[unnamed], Sort::default(), 60, None);
         assert_eq!((t.rows[0][1].as_str(), t.rows[0].last().unwrap().as_str()), ("-", "-"));
-        assert!(t.rows[0][7].ends_with("+?"), "{:?}", t.rows[0]);
     }
 }
