@@ -103,4 +103,7 @@ pub struct TopArgs {
     /// Seconds of calls the rates are averaged over.
     #[arg(long, default_value_t = 60)]
     pub window: u64,
+    /// Print one plain-text snapshot of every view and exit (for scripts; no terminal needed).
+    #[arg(long)]
+    pub once: bool,
 }

@@ -34,6 +34,7 @@ pub mod raw_tls;
 pub mod records;
 pub mod rust_client;
 pub mod server;
+pub mod tmux;
 
 pub use agent::{agent, Agent};
 pub use case::Case;

@@ -90,6 +90,8 @@ fn ensure_system_tools() -> Result<()> {
         ("go", "golang-go"),
         // The GnuTLS client of tests/tests/gnutls_e2e.rs (pulls in libgnutls30).
         ("gnutls-cli", "gnutls-bin"),
+        // `tokentap top` is driven in a real terminal by tests/tests/top_e2e.rs.
+        ("tmux", "tmux"),
     ]
     .into_iter()
     .filter(|(tool, _)| !have(tool))
