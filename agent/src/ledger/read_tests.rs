@@ -186,3 +186,52 @@ fn foreign_corrupt_and_missing_files_are_refused_untouched() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_closed_wal_ledger_reads_without_leaving_side_files() {
+    let dir = temp_dir("wal");
+    let path = dir.join("l.db");
+    drop(ledger(&path, "ledger-w", &calls()));
+    let names = || {
+        let mut n: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(), ["l.db"], "the writer closed cleanly");
+    let before = std::fs::read(&path).unwrap();
+    {
+        let src = LedgerSource::open(std::slice::from_ref(&path)).unwrap();
+        assert_eq!(total(&src.rows(&november()).unwrap()).calls, 5);
+    }
+    assert_eq!(names(), ["l.db"], "no -wal/-shm left behind");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "read-only");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn odd_file_names_are_opened_as_they_are() {
+    let dir = temp_dir("names");
+    let path = dir.join("a ledger?#%20x.db");
+    drop(ledger(&path, "ledger-odd", &calls()));
+    let src = LedgerSource::open(std::slice::from_ref(&path)).unwrap();
+    assert_eq!(total(&src.rows(&november()).unwrap()).calls, 5);
+    drop(src);
+    // Relative names too (no leading slash in the URI).
+    let cwd = std::env::current_dir().unwrap();
+    let rel = pathdiff(&path, &cwd);
+    let src = LedgerSource::open(&[rel]).unwrap();
+    assert_eq!(total(&src.rows(&november()).unwrap()).calls, 5);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `path` relative to `base` (both absolute), through `..` components.
+fn pathdiff(path: &std::path::Path, base: &std::path::Path) -> PathBuf {
+    let depth = base.components().count() - 1;
+    let mut rel = PathBuf::new();
+    for _ in 0..depth {
+        rel.push("..");
+    }
+    rel.push(path.strip_prefix("/").unwrap());
+    rel
+}
