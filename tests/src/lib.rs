@@ -26,6 +26,7 @@ pub mod expect;
 pub mod go;
 pub mod http2;
 pub mod kube;
+pub mod ledger;
 pub mod metered;
 pub mod node;
 pub mod plain;
