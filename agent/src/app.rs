@@ -48,6 +48,8 @@ pub enum AppError {
     Kube(#[from] identity::kube::KubeError),
     #[error("cannot open usage log {path}: {source}")]
     UsageLog { path: PathBuf, source: std::io::Error },
+    #[error("cannot start the ledger writer: {0}")]
+    Ledger(std::io::Error),
     #[error("event loop: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -99,7 +101,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     // written is reported by the writer and never stops metering.
     let ledger = if config.ledger.enabled {
         let settings = LedgerSettings::new(&config.ledger, host.as_deref().unwrap_or(""), pricing.as_of());
-        Some(Ledger::start(settings)?)
+        Some(Ledger::start(settings).map_err(AppError::Ledger)?)
     } else {
         None
     };

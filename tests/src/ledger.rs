@@ -111,7 +111,7 @@ impl OwnAgent {
 
     /// Waits until the usage log holds `n` records for `port`.
     pub fn wait_records(&self, port: u16, n: usize) -> Vec<Value> {
-        wait_for(&format!("{n} usage records for port {port}"), Duration::from_secs(30), || {
+        wait_for(&format!("{n} usage records for port {port}"), Duration::from_secs(60), || {
             let r = self.records(port);
             (r.len() >= n).then_some(r)
         })
@@ -175,6 +175,7 @@ pub struct CallRow {
     pub reasoning_tokens: u64,
     pub usage_source: String,
     pub http_status: u16,
+    pub error_type: Option<String>,
     pub pid: u32,
     pub comm: String,
     pub host: String,
@@ -190,7 +191,7 @@ pub fn calls(ledger: &Path, port: u16) -> Vec<CallRow> {
         .prepare(
             "SELECT ts_ns, server_port, provider, operation, request_model, response_model, input_tokens,
                 output_tokens, cached_input_tokens, reasoning_tokens, usage_source, http_status, pid, comm,
-                host, priced_model, cost_pusd, pricing_version
+                host, priced_model, cost_pusd, pricing_version, error_type
              FROM calls WHERE server_port = ?1 ORDER BY ts_ns, id",
         )
         .expect("prepare");
@@ -215,6 +216,7 @@ pub fn calls(ledger: &Path, port: u16) -> Vec<CallRow> {
                 priced_model: r.get(15)?,
                 cost_pusd: r.get(16)?,
                 pricing_version: r.get(17)?,
+                error_type: r.get(18)?,
             })
         })
         .expect("query calls");

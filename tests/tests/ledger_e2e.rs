@@ -4,16 +4,18 @@
 //! path and foreign files.
 //!
 //! Needs root + kernel BTF (else skipped, or a failure with `TOKENTAP_REQUIRE_BPF=1`).
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokentap_tests::ledger::{calls, integrity, read_only, wait_for, CallRow, OwnAgent, Tmpfs};
-use tokentap_tests::{agent, env, require_bpf, Case, Expected, LlmServer, ServerEntry, ServerOpts, Tokens};
+use tokentap_tests::{
+    agent, clients, env, records, require_bpf, Case, Expected, LlmServer, ServerEntry, ServerOpts, Tokens,
+};
 
-const LEDGER_TIMEOUT: Duration = Duration::from_secs(30);
+const LEDGER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One test at a time: they start agents of their own and time a kill; on a shared, small
 /// machine parallel agents would only blur that.
@@ -77,6 +79,38 @@ fn metered_calls_are_in_the_shared_agents_ledger_exactly() {
         assert!(row.cost_pusd.is_some_and(|c| c > 0), "priced call has a cost");
         assert!(!row.pricing_version.is_empty() && !row.host.is_empty());
     }
+    // A refused call (no API key: 401) is a call too, an error with no tokens.
+    let resp = server.dir.join("refused-response");
+    let run = clients::run_curl(
+        &server,
+        &[
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "--data-binary".into(),
+            "{\"model\": \"gpt-4o-mini\", \"messages\": []}".into(),
+            "-o".into(),
+            resp.into(),
+            format!("{}/v1/chat/completions", server.origin()).into(),
+        ],
+    );
+    assert_eq!(run.stdout.trim(), "401");
+    let rows = wait_for("the refused call's row", LEDGER_TIMEOUT, || {
+        let rows = calls(ledger, server.port);
+        (rows.len() >= 4).then_some(rows)
+    });
+    let refused = &rows[3];
+    assert_eq!((refused.http_status, refused.input_tokens, refused.output_tokens), (401, 0, 0));
+    assert!(refused.error_type.is_some(), "a 401 is an error");
+    assert_eq!(refused.pid, run.pid);
+    let errors: i64 = read_only(ledger)
+        .query_row(
+            "SELECT count(*) FROM calls WHERE server_port = ?1 AND (error_type IS NOT NULL OR http_status >= 400)",
+            [server.port],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(errors, 1);
+
     let mode = std::fs::metadata(ledger).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "ledger file mode");
     let journal: String = read_only(ledger).query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
@@ -91,7 +125,7 @@ fn metered_calls_are_in_the_shared_agents_ledger_exactly() {
     }
 }
 
-/// Curl calls one after another until `stop`; returns, per call, when it completed (unix ns).
+/// Curl calls one after another until `stop` (at most `max`); returns when each completed (unix ns).
 fn burst(case: &Case, server: &LlmServer, stop: &AtomicBool, max: usize) -> Vec<i64> {
     let mut done = Vec::new();
     while !stop.load(Ordering::Relaxed) && done.len() < max {
@@ -113,22 +147,43 @@ fn kill_9_loses_at_most_the_last_second_and_a_restart_counts_nothing_twice() {
     let ledger = dir.join("ledger.db");
     let mut first = OwnAgent::start(&dir, &ledger);
 
-    // A burst of calls; the agent is killed while it goes on.
+    // A burst of calls; the agent is killed while it goes on. A watcher notes when each call
+    // reached the agent's usage log: the ledger gets the same record a moment later, so what
+    // a kill may lose is measured from there (the agent itself may meter a call late on a busy
+    // machine, and that is not the ledger's doing).
     let stop = Arc::new(AtomicBool::new(false));
     let calls_a = {
         let (case, server, stop) = (case.clone(), server.clone(), stop.clone());
-        std::thread::spawn(move || burst(&case, &server, &stop, 200))
+        std::thread::spawn(move || burst(&case, &server, &stop, 300))
     };
-    wait_for("10 records before the kill", Duration::from_secs(60), || {
-        (first.records(server.port).len() >= 10).then_some(())
+    let metered: Arc<Mutex<BTreeMap<u64, i64>>> = Arc::default();
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (metered, watching, log, port) = (metered.clone(), watching.clone(), first.usage_log.clone(), server.port);
+        std::thread::spawn(move || {
+            while watching.load(Ordering::Relaxed) {
+                let (recs, _) = records::read_records_from(&log, 0);
+                let now = now_ns();
+                let mut m = metered.lock().unwrap();
+                for r in recs.iter().filter(|r| r["server_port"].as_u64() == Some(u64::from(port))) {
+                    m.entry(r["output_tokens"].as_u64().unwrap_or(0)).or_insert(now);
+                }
+                drop(m);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    wait_for("10 metered calls before the kill", Duration::from_secs(60), || {
+        (metered.lock().unwrap().len() >= 10).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(2000));
     let killed_at = now_ns();
     first.kill9();
-    std::thread::sleep(Duration::from_millis(300));
+    watching.store(false, Ordering::Relaxed);
+    watcher.join().expect("watcher");
     stop.store(true, Ordering::Relaxed);
     let done_a = calls_a.join().expect("burst thread");
-    let logged_a = first.records(server.port).len();
+    let metered = metered.lock().unwrap().clone();
     let entries_a = server.entries().len();
     assert_eq!(entries_a, done_a.len());
 
@@ -136,25 +191,33 @@ fn kill_9_loses_at_most_the_last_second_and_a_restart_counts_nothing_twice() {
     let rows_a = calls(&ledger, server.port);
     let outputs_a: Vec<u64> =
         server.entries().iter().map(|e| exact(Expected::from_entry(e, server.port).output_tokens)).collect();
-    // Every row is a call the server answered (output tokens are unique per call), once.
+    // Every row is a call the server answered (output tokens are unique per call) and the
+    // agent metered, once.
     let mut seen = BTreeSet::new();
     for row in &rows_a {
         assert!(outputs_a.contains(&row.output_tokens), "a ledger row matches no server call");
+        assert!(metered.contains_key(&row.output_tokens), "a ledger row the agent did not log");
         assert!(seen.insert(row.output_tokens), "a call is in the ledger twice");
     }
-    // Every call completed over ~1 s (one batch, plus slack for a busy machine) before the
-    // kill was committed.
-    let slack_ns = 2_000_000_000;
-    for (i, (&done, out)) in done_a.iter().zip(&outputs_a).enumerate() {
-        if done < killed_at - slack_ns {
-            assert!(
-                seen.contains(out),
-                "call #{i}, completed {} ms before the kill, is not in the ledger",
-                (killed_at - done) / 1_000_000
-            );
-        }
+    // Every call metered over a second (one batch, plus the watcher's polling and some slack
+    // for a busy machine) before the kill was committed.
+    let slack_ns = 1_500_000_000;
+    let old: Vec<(&u64, &i64)> = metered.iter().filter(|(_, &t)| t < killed_at - slack_ns).collect();
+    assert!(old.len() >= 5, "too few calls metered well before the kill ({}) for the test to mean much", old.len());
+    for (out, &t) in old {
+        assert!(
+            seen.contains(out),
+            "a call metered {} ms before the kill is not in the ledger",
+            (killed_at - t) / 1_000_000
+        );
     }
-    assert!(rows_a.len() >= 5 && rows_a.len() <= logged_a, "rows {} vs records logged {logged_a}", rows_a.len());
+    eprintln!(
+        "kill -9: {} calls answered, {} metered, {} in the ledger, {} metered in the last 1.5 s",
+        done_a.len(),
+        metered.len(),
+        rows_a.len(),
+        metered.values().filter(|&&t| t >= killed_at - slack_ns).count()
+    );
 
     // A restarted agent on the same ledger adds the new calls only.
     let mut second = OwnAgent::start(&dir, &ledger);
@@ -200,8 +263,9 @@ fn a_full_disk_is_reported_while_metering_goes_on_and_pending_records_land() {
         (a.metric("tokentap_agent_ledger_healthy") == Some(0.0)).then_some(())
     });
     assert!(a.metric("tokentap_agent_ledger_commits_failed_total").is_some_and(|n| n >= 1.0));
+    // At least: the agent meters the whole host, other calls may be waiting too.
     wait_for("4 records pending", LEDGER_TIMEOUT, || {
-        (a.metric("tokentap_agent_ledger_records_pending") == Some(4.0)).then_some(())
+        a.metric("tokentap_agent_ledger_records_pending").is_some_and(|n| n >= 4.0).then_some(())
     });
     assert_eq!(calls(&ledger, server.port).len(), 1, "nothing committed on a full disk");
     // Several failed retries are one episode: logged once.

@@ -266,9 +266,11 @@ impl Writer {
             return;
         }
         let Some(conn) = self.conn.as_mut() else { return };
+        let started = Instant::now();
         match commit(conn, &self.s, &self.pending) {
             Ok(()) => {
                 let n = self.pending.len() as u64;
+                tracing::debug!(records = n, ms = started.elapsed().as_millis() as u64, "ledger: committed");
                 self.pending.clear();
                 self.due = None;
                 self.health.records_written.fetch_add(n, Ordering::Relaxed);
