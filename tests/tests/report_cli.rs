@@ -89,3 +89,17 @@ fn bad_arguments_name_the_argument() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--format"));
 }
+
+#[test]
+fn the_ledger_comes_from_the_configs_ledger_path() {
+    let dir = env::temp_subdir("report-config");
+    let path = dir.join("configured.db");
+    std::fs::write(&path, b"junk, so that the error shows which file was chosen").unwrap();
+    let config = dir.join("tokentap.toml");
+    std::fs::write(&config, format!("[ledger]\npath = \"{}\"\n", path.display())).unwrap();
+    let c = config.to_str().unwrap();
+    refused(&["--config", c], &[path.to_str().unwrap(), "not a tokentap ledger"], &[&path, &config]);
+    // A bad configuration is named as such.
+    std::fs::write(&config, "[ledger]\ncolour = 1\n").unwrap();
+    refused(&["--config", c], &["--config", c], &[&config]);
+}
