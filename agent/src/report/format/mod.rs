@@ -61,8 +61,10 @@ impl Report {
         rfc3339(self.period.to, &self.period.tz)
     }
 
+    /// When the report was made, to the second.
     pub fn generated(&self) -> String {
-        rfc3339(Timestamp::now(), &self.period.tz)
+        let now = Timestamp::now();
+        rfc3339(Timestamp::from_second(now.as_second()).unwrap_or(now), &self.period.tz)
     }
 }
 
