@@ -154,13 +154,36 @@ pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
     if !path.is_file() {
         return Err(LedgerError::Missing { file: path.display().to_string() });
     }
+    // SQLite opening a WAL database read-only creates its `-wal` and `-shm` files when they are
+    // absent, and leaves them. No `-wal` file means no writer has the ledger open (a writer's
+    // connection keeps it) and every commit is in the main file: that is read as immutable,
+    // creating nothing. With a `-wal` (a running agent, or one killed), reads go through it.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let immutable = !Path::new(&wal).exists();
+    let uri = format!("{}?mode=ro{}", file_uri(path), if immutable { "&immutable=1" } else { "" });
     let conn = Connection::open_with_flags(
-        path,
+        uri,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )
     .map_err(|e| LedgerError::sqlite(path, e))?;
     check_identity(&conn, path, false)?;
     Ok(conn)
+}
+
+/// `file:` URI of a path, with every byte but unreserved ones and `/` percent-encoded (so `?`,
+/// `#` and `%` in a file name stay part of it).
+fn file_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri
 }
 
 /// Opens (creating it if absent, mode 0600) the ledger for writing: WAL, schema migrated to
