@@ -90,6 +90,8 @@ fn ensure_system_tools() -> Result<()> {
         ("go", "golang-go"),
         // The GnuTLS client of tests/tests/gnutls_e2e.rs (pulls in libgnutls30).
         ("gnutls-cli", "gnutls-bin"),
+        // Headless Chromium opens the HTML reports and invoices (screenshot, DOM numbers).
+        ("chromium", "chromium"),
     ]
     .into_iter()
     .filter(|(tool, _)| !have(tool))
