@@ -64,8 +64,10 @@ pub fn render(inv: &Invoice, source: &str) -> String {
     for (team, (calls, subtotal)) in &inv.teams {
         let _ = writeln!(
             h,
-            "<tr class=\"team\"><th colspan=\"6\">Team <span data-field=\"team\">{}</span> ({calls} calls)</th></tr>",
-            esc(team)
+            "<tr class=\"team\"><th colspan=\"6\">Team <span data-field=\"team\">{}</span> \
+             (<span data-field=\"team-calls\">{calls}</span> call{})</th></tr>",
+            esc(team),
+            if *calls == 1 { "" } else { "s" }
         );
         for l in inv.lines.iter().filter(|l| &l.team == team) {
             h.push_str(&line(l));
