@@ -50,11 +50,7 @@ fn round_cents(pico: i128) -> i128 {
     (pico + PICO_PER_CENT / 2).div_euclid(PICO_PER_CENT)
 }
 
-/// The ledger file of this binary's agent.
-fn ledger_path(dir: &Path) -> PathBuf {
-    dir.join("ledger.db")
-}
-
+/// Starts this binary's agent with the mapping and prices; returns its own ledger file.
 fn start_agent() -> PathBuf {
     let dir = env::temp_subdir("invoice-agent");
     let mapping = dir.join("mapping.toml");
@@ -62,13 +58,11 @@ fn start_agent() -> PathBuf {
     std::fs::write(&mapping, MAPPING).unwrap();
     std::fs::write(&pricing, PRICING).unwrap();
     agent::configure(&format!(
-        "[attribution]\nmapping_file = \"{}\"\n\n[pricing]\noverride_file = \"{}\"\n\n[ledger]\npath = \"{}\"\n",
+        "[attribution]\nmapping_file = \"{}\"\n\n[pricing]\noverride_file = \"{}\"\n",
         mapping.display(),
         pricing.display(),
-        ledger_path(&dir).display()
     ));
-    agent::agent();
-    ledger_path(&dir)
+    agent::agent().ledger.clone()
 }
 
 /// The exact token counts a chat completion's usage bills, by type: uncached input, cached
