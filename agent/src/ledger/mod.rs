@@ -4,6 +4,7 @@
 //! The agent writes it from a thread of its own ([`writer::Ledger`]), in batches, so the
 //! capture loop never waits on the disk.
 pub mod open;
+pub mod read;
 pub mod retention;
 pub mod row;
 pub mod schema;
