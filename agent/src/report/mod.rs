@@ -22,9 +22,6 @@ use format::Report;
 use period::{rfc3339, PeriodArgs};
 use rows::{Dim, Period, Row, UsageSource};
 
-/// Where the agent keeps its ledger when its configuration does not say.
-pub const DEFAULT_LEDGER: &str = "/var/lib/tokentap/ledger.db";
-
 /// A failure, with the exit code it maps to.
 #[derive(Debug)]
 pub enum Failure {
@@ -171,15 +168,15 @@ fn open_source(args: &ReportArgs) -> Result<Source, Failure> {
     Ok(Source::Ledgers(LedgerSource::open(&paths)?))
 }
 
-/// The ledger of the agent configured in `--config`, else the default path.
+/// The ledger of the agent configured in `--config` (`[ledger] path`), else the default path.
 fn configured_ledger(config: Option<&Path>) -> Result<PathBuf, Failure> {
-    if let Some(file) = config {
-        let config = crate::config::Config::load(file).map_err(|e| Failure::Input(format!("--config: {e}")))?;
-        // MERGE (ledger-writer branch): `return Ok(config.ledger.path.clone());` once
-        // `[ledger] path` exists.
-        let _ = config;
+    match config {
+        Some(file) => {
+            let config = crate::config::Config::load(file).map_err(|e| Failure::Input(format!("--config: {e}")))?;
+            Ok(config.ledger.path)
+        }
+        None => Ok(PathBuf::from(crate::config::DEFAULT_LEDGER_PATH)),
     }
-    Ok(PathBuf::from(DEFAULT_LEDGER))
 }
 
 /// Says that the period holds no call, and (for ledgers) when the calls they do hold are.
