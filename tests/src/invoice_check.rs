@@ -21,7 +21,7 @@ fn chromium(html: &Path, work: &Path, extra: &[String]) -> String {
     cmd.args(["--headless", "--disable-gpu", "--no-first-run", "--hide-scrollbars"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
-        .arg(format!("file://{}", html.canonicalize().expect("invoice html path").display()))
+        .arg(file_url(html))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_file).unwrap())
         .stderr(std::fs::File::create(&err_file).unwrap());
@@ -46,6 +46,20 @@ fn chromium(html: &Path, work: &Path, extra: &[String]) -> String {
     assert!(status.success(), "chromium failed ({status}): {}", env::tail_lines(&err_file, 20));
     let _ = std::fs::remove_dir_all(&profile);
     std::fs::read_to_string(&out_file).expect("chromium stdout")
+}
+
+/// `file://` URL of `path`, with every byte outside the unreserved set percent-encoded.
+fn file_url(path: &Path) -> String {
+    let path = path.canonicalize().expect("invoice html path");
+    let mut url = String::from("file://");
+    for b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(b) {
+            url.push(*b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url
 }
 
 /// The DOM Chromium built from `html` (`--dump-dom`).

@@ -216,7 +216,7 @@ fn invoices_equal_the_ledger_and_the_server_to_the_cent() {
     for (cc, (calls, pico)) in &sums {
         let key = match cc.as_deref() {
             None => "unassigned".to_string(),
-            Some("../escape") => "%2E%2E%2Fescape".to_string(),
+            Some("../escape") => "~2E~2E~2Fescape".to_string(),
             Some(k) => k.to_string(),
         };
         let (html, csv) = invoice_files(&out1, &key);
@@ -252,7 +252,7 @@ fn invoices_equal_the_ledger_and_the_server_to_the_cent() {
     // The server's own numbers, priced by hand: each team's lines and each cost centre's total.
     let per_cc = |cc: &str| truths.iter().filter(|t| t.cost_center == cc).collect::<Vec<_>>();
     for cc in ["cc-100", "cc-200", "../escape"] {
-        let key = if cc == "../escape" { "%2E%2E%2Fescape" } else { cc };
+        let key = if cc == "../escape" { "~2E~2E~2Fescape" } else { cc };
         let (html, _) = invoice_files(&out1, key);
         let png = screenshot(&html, &work);
         let dom = DomInvoice::parse(&dump_dom(&html, &work));

@@ -192,4 +192,3 @@ fn no_calls_message(source: &Source, period: &Period) -> Result<String, Failure>
     };
     Ok(format!("{}: no calls from {range}{held} (choose the period with --month or --from/--to)", source.describe()))
 }
-

@@ -17,9 +17,10 @@ pub fn stem(by: Dim, key: Option<&str>, period: &Period) -> String {
     format!("invoice_{}_{}_{}", by.name(), safe_key(key), period_label(period))
 }
 
-/// `[A-Za-z0-9-]` and `_` kept, every other byte written `%HH` (so `../x` is `%2E%2E%2Fx`):
-/// injective, and never `.`/`..` or a path. No value is [`UNASSIGNED`]: a value spelled that
-/// way has its first letter encoded.
+/// `[A-Za-z0-9-]` and `_` kept, every other byte written `~HH` (so `../x` is `~2E~2E~2Fx`):
+/// injective, and never `.`/`..` or a path. Not `%HH`: browsers and web servers decode that in
+/// a URL, and `file:///dir/%2E%2E%2Fx.html` is not the file. No value is [`UNASSIGNED`]: a
+/// value spelled that way has its first letter encoded.
 pub fn safe_key(key: Option<&str>) -> String {
     let Some(key) = key else { return UNASSIGNED.to_string() };
     let mut out = String::new();
@@ -28,23 +29,24 @@ pub fn safe_key(key: Option<&str>) -> String {
         if keep && !(i == 0 && key == UNASSIGNED) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push_str(&format!("~{b:02X}"));
         }
     }
     if out.is_empty() {
         // An empty value is not the absence of one.
-        return "%".to_string();
+        return "~".to_string();
     }
     if out.len() > MAX_KEY {
         let digest = Sha256::digest(key.as_bytes());
         let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        // Cut at a byte boundary that is not inside a %HH escape.
+        // Cut at a byte boundary that is not inside a ~HH escape; `~~` (which no escape
+        // gives) then marks the digest.
         let mut cut = MAX_KEY - 20;
-        while out.as_bytes()[..cut].iter().rev().take(2).any(|&b| b == b'%') {
+        while out.as_bytes()[..cut].iter().rev().take(2).any(|&b| b == b'~') {
             cut -= 1;
         }
         out.truncate(cut);
-        out.push('~');
+        out.push_str("~~");
         out.push_str(&hex);
     }
     out
