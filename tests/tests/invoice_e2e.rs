@@ -131,18 +131,35 @@ fn calls_for_port(ledger: &Path, port: u16) -> i64 {
     db.query_row("SELECT count(*) FROM calls WHERE server_port = ?1", [port], |r| r.get(0)).unwrap_or(0)
 }
 
-/// `tokentap report --invoice`; returns its stdout.
-fn report(ledger: &Path, from: &str, to: &str, out: &Path) -> String {
-    let o = Command::new(agent::agent_bin())
+fn report_cmd(ledger: &Path, from: &str, to: &str, out: &Path) -> std::process::Output {
+    Command::new(agent::agent_bin())
         .args(["report", "--ledger"])
         .arg(ledger)
         .args(["--from", from, "--to", to, "--invoice", "--by", "cost_center", "--output"])
         .arg(out)
         .output()
-        .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "tokentap report --invoice failed ({}): {stderr}", o.status);
-    stdout.into_owned()
+        .unwrap()
+}
+
+/// `tokentap report --invoice`, which must succeed.
+fn report(ledger: &Path, from: &str, to: &str, out: &Path) {
+    let o = report_cmd(ledger, from, to, out);
+    assert!(
+        o.status.success(),
+        "tokentap report --invoice failed ({}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `tokentap report --invoice`, which must fail naming `path` and leave `path` as it was.
+fn report_refused(ledger: &Path, from: &str, to: &str, out: &Path, path: &Path) {
+    let before = std::fs::read(path).unwrap();
+    let o = report_cmd(ledger, from, to, out);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "tokentap report --invoice into {} succeeded", out.display());
+    assert!(stderr.contains(&path.display().to_string()), "the error names {}: {stderr}", path.display());
+    assert_eq!(std::fs::read(path).unwrap(), before, "{} was changed", path.display());
 }
 
 fn invoice_files(dir: &Path, key: &str) -> (PathBuf, PathBuf) {
@@ -298,6 +315,12 @@ fn invoices_equal_the_ledger_and_the_server_to_the_cent() {
     let after: Vec<_> = std::fs::read_dir(&out1).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(before.len(), after.len());
     assert_eq!(before.len(), 2 * sums.len(), "an HTML and a CSV per cost centre, nothing else");
+    // A file that is not this invoice under its name is not overwritten; nor is a file given
+    // as the output directory.
+    let (_, csv) = invoice_files(&out1, "cc-200");
+    std::fs::write(&csv, "someone's notes\n").unwrap();
+    report_refused(&ledger, &from, &to, &out1, &csv);
+    report_refused(&ledger, &from, &to, &csv, &csv);
     // Neither the ledger nor an invoice holds a prompt, a completion or the API key.
     for s in servers.iter().chain([&loose]) {
         case.finish(s);
