@@ -90,7 +90,7 @@ fn ensure_system_tools() -> Result<()> {
         ("go", "golang-go"),
         // The GnuTLS client of tests/tests/gnutls_e2e.rs (pulls in libgnutls30).
         ("gnutls-cli", "gnutls-bin"),
-        // Headless Chromium opens the HTML reports and invoices (screenshot, DOM numbers).
+        // Headless Chromium opens the HTML report and invoices (report_e2e.rs, invoice_e2e.rs).
         ("chromium", "chromium"),
     ]
     .into_iter()
@@ -99,6 +99,10 @@ fn ensure_system_tools() -> Result<()> {
     .collect();
     if !have_libpython() {
         missing.push("libpython3.11");
+    }
+    // Report periods in named time zones (`--tz Europe/Paris`) read the system tz database.
+    if !std::path::Path::new("/usr/share/zoneinfo/Europe/Paris").exists() {
+        missing.push("tzdata");
     }
     missing.dedup();
     if missing.is_empty() {

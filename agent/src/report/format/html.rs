@@ -20,6 +20,7 @@ h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}
 th,td{padding:.25em .7em;border-bottom:1px solid #e2e5eb;text-align:left}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+td{white-space:nowrap}th.n{max-width:7em}
 tfoot td{font-weight:600;border-top:2px solid #1d2330}
 .cards{display:flex;flex-wrap:wrap;gap:1em}
 .card{border:1px solid #e2e5eb;border-radius:6px;padding:.6em 1em;min-width:9em}
@@ -57,7 +58,7 @@ pub fn render(r: &Report) -> String {
 fn totals(s: &mut String, t: &Counters) {
     s.push_str("<h2>Totals</h2>\n<table id=\"totals\"><tr>");
     for f in FIELDS {
-        s.push_str(&format!("<th class=\"n\">{f}</th>"));
+        s.push_str(&format!("<th class=\"n\">{}</th>", label(f)));
     }
     s.push_str("</tr><tr>");
     for f in FIELDS {
@@ -155,7 +156,7 @@ fn groups(s: &mut String, r: &Report) {
         s.push_str(&format!("<th>{d}</th>"));
     }
     for f in FIELDS {
-        s.push_str(&format!("<th class=\"n\">{f}</th>"));
+        s.push_str(&format!("<th class=\"n\">{}</th>", label(f)));
     }
     s.push_str("</tr></thead><tbody>\n");
     for (values, c) in &r.groups {
@@ -175,6 +176,11 @@ fn groups(s: &mut String, r: &Report) {
         s.push_str(&num_cell(&r.totals, f));
     }
     s.push_str("</tr></tfoot></table>\n");
+}
+
+/// A column heading: the field name with spaces, so that narrow columns wrap.
+fn label(field: &str) -> String {
+    field.replace('_', " ")
 }
 
 fn num_cell(c: &Counters, f: &str) -> String {

@@ -56,7 +56,8 @@ pub fn svg(r: &Report) -> String {
     let plot_h = h - bottom - top;
     let n = buckets.len().max(1) as f64;
     let slot = plot_w / n;
-    let bar = (slot * 0.8).max(0.5);
+    // Bars are at most 48 px wide, so a short period does not draw one slab.
+    let bar = (slot * 0.8).clamp(0.5, 48.0);
     let unit = if monthly { "month" } else { "day" };
     let measure = if by_cost { "cost (USD)" } else { "tokens (input + output)" };
     let mut s = format!(
