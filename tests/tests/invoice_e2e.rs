@@ -78,15 +78,21 @@ fn billed_tokens(e: &ServerEntry) -> [u64; 4] {
 /// What one team's calls on `server` should put on an invoice: tokens per type of the priced
 /// model, and the exact cost.
 struct TeamTruth {
-    team: &'static str,
-    cost_center: &'static str,
+    team: String,
+    cost_center: String,
     tokens: [u64; 4],
     unpriced_tokens: [u64; 4],
     exact_pico: i128,
 }
 
-fn truth(team: &'static str, cost_center: &'static str, server: &LlmServer) -> TeamTruth {
-    let mut t = TeamTruth { team, cost_center, tokens: [0; 4], unpriced_tokens: [0; 4], exact_pico: 0 };
+fn truth(team: &str, cost_center: &str, server: &LlmServer) -> TeamTruth {
+    let mut t = TeamTruth {
+        team: team.into(),
+        cost_center: cost_center.into(),
+        tokens: [0; 4],
+        unpriced_tokens: [0; 4],
+        exact_pico: 0,
+    };
     for e in server.entries() {
         let billed = billed_tokens(&e);
         let into = if e.request_model() == UNPRICED_MODEL { &mut t.unpriced_tokens } else { &mut t.tokens };
@@ -162,14 +168,20 @@ fn report_refused(ledger: &Path, from: &str, to: &str, out: &Path, path: &Path) 
     assert_eq!(std::fs::read(path).unwrap(), before, "{} was changed", path.display());
 }
 
-fn invoice_files(dir: &Path, key: &str) -> (PathBuf, PathBuf) {
-    let stem = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .find(|n| n.starts_with(&format!("invoice_cost_center_{key}_")) && n.ends_with(".html"))
-        .unwrap_or_else(|| panic!("no invoice for {key} in {}", dir.display()));
-    let html = dir.join(&stem);
-    (html.clone(), html.with_extension("csv"))
+/// The invoices in `dir` by the key value each shows (`unassigned` for none): (HTML, CSV).
+/// Found by content, not by file name, so that the key values of other tests' calls, which
+/// this agent meters too, need no escaping here.
+fn invoices_by_key(dir: &Path) -> BTreeMap<String, (PathBuf, PathBuf)> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let html = e.unwrap().path();
+        if html.extension().is_some_and(|x| x == "html") {
+            let inv = DomInvoice::parse(&std::fs::read_to_string(&html).unwrap());
+            let csv = html.with_extension("csv");
+            assert!(out.insert(inv.one("key").to_string(), (html, csv)).is_none(), "two invoices for one key");
+        }
+    }
+    out
 }
 
 #[test]
@@ -181,7 +193,11 @@ fn invoices_equal_the_ledger_and_the_server_to_the_cent() {
     let case = Case::new();
     let from_time = SystemTime::now() - Duration::from_secs(2);
     // One server per team, so that the server's log is each team's ground truth.
-    let teams = [("search", "cc-100"), ("ads", "cc-100"), ("web", "cc-200"), ("evil", "../escape")];
+    // Cost centres of this run only: other tests' clients, which this agent meters too, may
+    // send the same headers.
+    let run = env::random_hex(3);
+    let (cc1, cc2, evil) = (format!("cc1-{run}"), format!("cc2-{run}"), format!("../escape-{run}"));
+    let teams = [("search", cc1.as_str()), ("ads", &cc1), ("web", &cc2), ("evil", &evil)];
     let mut truths = Vec::new();
     let mut servers = Vec::new();
     for (i, (team, cc)) in teams.iter().enumerate() {
@@ -228,16 +244,14 @@ fn invoices_equal_the_ledger_and_the_server_to_the_cent() {
     report(&ledger, &from, &to, &out1);
     report(&ledger, &from, &to, &out2);
     let sums = ledger_sums(&ledger, secs(from_time), secs(to_time));
+    let (invoices1, invoices2) = (invoices_by_key(&out1), invoices_by_key(&out2));
+    assert_eq!(invoices1.len(), sums.len(), "one invoice per cost centre of the ledger");
 
     // Invoice = ledger, to the cent, for every cost centre (the unassigned one included).
     for (cc, (calls, pico)) in &sums {
-        let key = match cc.as_deref() {
-            None => "unassigned".to_string(),
-            Some("../escape") => "~2E~2E~2Fescape".to_string(),
-            Some(k) => k.to_string(),
-        };
-        let (html, csv) = invoice_files(&out1, &key);
-        let dom = DomInvoice::parse(&dump_dom(&html, &work));
+        let key = cc.clone().unwrap_or("unassigned".into());
+        let (html, csv) = &invoices1[&key];
+        let dom = DomInvoice::parse(&dump_dom(html, &work));
         let total = cents(dom.one("total"));
         assert_eq!(total, round_cents(*pico), "{key}: invoice total vs the ledger's sum of cost_pusd ({pico} pUSD)");
         assert_eq!(dom.lines.iter().map(|l| l.amount_cents).sum::<i128>(), total, "{key}: lines add up to the total");
@@ -245,7 +259,7 @@ fn invoices_equal_the_ledger_and_the_server_to_the_cent() {
         assert_eq!(subtotals, total, "{key}: subtotals add up to the total");
         assert_eq!(dom.one("calls").parse::<u64>().unwrap(), *calls, "{key}: calls");
         // The CSV says the same, line for line.
-        let records = parse_csv(&std::fs::read_to_string(&csv).unwrap());
+        let records = parse_csv(&std::fs::read_to_string(csv).unwrap());
         let header = &records[0];
         let col = |name: &str| header.iter().position(|h| h == name).unwrap();
         assert_eq!(records.len() - 1, dom.lines.len(), "{key}: CSV and HTML line items");
@@ -260,19 +274,21 @@ fn invoices_equal_the_ledger_and_the_server_to_the_cent() {
             assert_eq!(cents(&r[col("amount_usd")]), l.amount_cents);
         }
         // The same ledger and period give the same id.
-        let again = DomInvoice::parse(&std::fs::read_to_string(invoice_files(&out2, &key).0).unwrap());
+        let again = DomInvoice::parse(&std::fs::read_to_string(&invoices2[&key].0).unwrap());
         assert_eq!(again.id, dom.id, "{key}: invoice id across two runs");
     }
     // A key value cannot steer a file out of the directory.
-    assert!(!work.join("escape").exists() && !out1.parent().unwrap().join("escape").exists());
+    let escaped = format!("escape-{run}");
+    assert!(!work.join(&escaped).exists() && !out1.parent().unwrap().join(&escaped).exists());
+    let evil_html = invoices1[&evil].0.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(evil_html.starts_with(&format!("invoice_cost_center_~2E~2E~2Fescape-{run}_")), "{evil_html}");
 
     // The server's own numbers, priced by hand: each team's lines and each cost centre's total.
     let per_cc = |cc: &str| truths.iter().filter(|t| t.cost_center == cc).collect::<Vec<_>>();
-    for cc in ["cc-100", "cc-200", "../escape"] {
-        let key = if cc == "../escape" { "~2E~2E~2Fescape" } else { cc };
-        let (html, _) = invoice_files(&out1, key);
-        let png = screenshot(&html, &work);
-        let dom = DomInvoice::parse(&dump_dom(&html, &work));
+    for cc in [&cc1, &cc2, &evil] {
+        let html = &invoices1[cc].0;
+        let png = screenshot(html, &work);
+        let dom = DomInvoice::parse(&dump_dom(html, &work));
         let exact: i128 = per_cc(cc).iter().map(|t| t.exact_pico).sum();
         assert_eq!(cents(dom.one("total")), round_cents(exact), "{cc}: total vs the server's usage × prices");
         assert_eq!(dom.one("key"), cc);
@@ -317,10 +333,10 @@ fn invoices_equal_the_ledger_and_the_server_to_the_cent() {
     assert_eq!(before.len(), 2 * sums.len(), "an HTML and a CSV per cost centre, nothing else");
     // A file that is not this invoice under its name is not overwritten; nor is a file given
     // as the output directory.
-    let (_, csv) = invoice_files(&out1, "cc-200");
-    std::fs::write(&csv, "someone's notes\n").unwrap();
-    report_refused(&ledger, &from, &to, &out1, &csv);
-    report_refused(&ledger, &from, &to, &csv, &csv);
+    let csv = &invoices1[&cc2].1;
+    std::fs::write(csv, "someone's notes\n").unwrap();
+    report_refused(&ledger, &from, &to, &out1, csv);
+    report_refused(&ledger, &from, &to, csv, csv);
     // Neither the ledger nor an invoice holds a prompt, a completion or the API key.
     for s in servers.iter().chain([&loose]) {
         case.finish(s);
