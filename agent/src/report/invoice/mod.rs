@@ -35,9 +35,12 @@ pub fn write(rows: &[Row], period: &Period, by: Dim, dir: &Path, source: &str) -
         targets.push(files::Target {
             path: dir.join(format!("{stem}.csv")),
             contents: csv::render(&inv),
+            // Our header, then nothing (an invoice without lines) or a record of this subject.
+            // Only the first record is looked at: a key value may hold a line break.
             same_invoice: Box::new(move |old: &str| {
-                let mut records = old.split("\r\n").filter(|r| !r.is_empty());
-                records.next() == Some(csv::HEADER) && records.all(|r| r.starts_with(&prefix))
+                old.strip_prefix(csv::HEADER)
+                    .and_then(|rest| rest.strip_prefix("\r\n"))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(&prefix))
             }),
         });
     }

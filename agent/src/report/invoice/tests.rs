@@ -233,6 +233,8 @@ fn key_values_cannot_leave_the_directory_or_collide() {
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), files.len(), "nothing else was written");
     assert!(names.contains("invoice_cost_center_unassigned_2026-11.csv"));
     assert!(names.contains("invoice_cost_center_~2E~2E~2Fx_2026-11.html"));
+    // A second run replaces every one of them (line breaks in a key included).
+    assert_eq!(write(&rows, &period(), Dim::CostCenter, &d, "t").unwrap(), files);
     let _ = std::fs::remove_dir_all(d);
 }
 
@@ -273,6 +275,19 @@ fn periods_name_files_by_month_or_by_their_ends() {
     };
     assert_eq!(names::period_label(&p), "2026-11");
     assert_eq!(format::period_ends(&p).0, "2026-11-01T00:00:00+01:00");
+}
+
+#[test]
+fn key_values_are_escaped_in_html_and_quoted_in_csv() {
+    let rows = [gpt("<b>\"x\"</b>", "a&b,'c'\n", [10, 0, 1, 0])];
+    let inv = &invoices(&rows, &period(), Dim::CostCenter)[0];
+    let html = html::render(inv, "<source>");
+    assert!(!html.contains("<b>") && !html.contains("<source>"), "{html}");
+    assert!(html.contains("data-field=\"key\" data-unassigned=\"false\">a&amp;b,&#39;c&#39;\n<"), "{html}");
+    assert!(html.contains("&lt;b&gt;&quot;x&quot;&lt;/b&gt;"), "{html}");
+    let csv = csv::render(inv);
+    assert!(csv.contains("cost_center,\"a&b,'c'\n\",2026-11-01T00:00:00+00:00,"), "{csv}");
+    assert!(csv.contains(",\"<b>\"\"x\"\"</b>\",gpt-4o,input,10,"), "{csv}");
 }
 
 #[test]
