@@ -25,6 +25,7 @@ pub mod env;
 pub mod expect;
 pub mod go;
 pub mod http2;
+pub mod invoice_check;
 pub mod kube;
 pub mod ledger;
 pub mod metered;

@@ -92,7 +92,7 @@ fn ensure_system_tools() -> Result<()> {
         ("gnutls-cli", "gnutls-bin"),
         // `tokentap top` is driven in a real terminal by tests/tests/top_e2e.rs.
         ("tmux", "tmux"),
-        // Headless Chromium opens the HTML report in tests/tests/report_e2e.rs.
+        // Headless Chromium opens the HTML report and invoices (report_e2e.rs, invoice_e2e.rs).
         ("chromium", "chromium"),
     ]
     .into_iter()

@@ -5,6 +5,7 @@
 //! twice, an unknown `--by` key, a bad or empty period, a period without calls); 1 a source
 //! that could not be read (I/O, locking) or an output that could not be written.
 pub mod format;
+pub mod invoice;
 pub mod period;
 pub mod rows;
 #[cfg(test)]
@@ -91,7 +92,7 @@ pub fn execute(args: &ReportArgs, now: Timestamp) -> Result<Vec<PathBuf>, Failur
     if args.invoice {
         let dir = args.output.as_deref().ok_or_else(|| Failure::Input("--invoice: needs --output DIR".into()))?;
         // One invoice per value of the first `--by` key (e.g. `--by cost_center`).
-        return invoice_write(&rows, &period, by[0], dir, &source.describe()).map_err(Failure::Unreadable);
+        return invoice::write(&rows, &period, by[0], dir, &source.describe()).map_err(Failure::Unreadable);
     }
     let report = Report::new(rows, period, by, source.describe());
     let text = match args.format {
@@ -190,15 +191,4 @@ fn no_calls_message(source: &Source, period: &Period) -> Result<String, Failure>
         },
     };
     Ok(format!("{}: no calls from {range}{held} (choose the period with --month or --from/--to)", source.describe()))
-}
-
-/// MERGE (invoice branch): delete this function and call `invoice::write` instead.
-fn invoice_write(
-    _rows: &[Row],
-    _period: &Period,
-    _by: Dim,
-    _dir: &Path,
-    _source: &str,
-) -> Result<Vec<PathBuf>, String> {
-    Err("--invoice: invoices are not available in this build".into())
 }
