@@ -186,7 +186,7 @@ impl Exporter {
     /// A call to an AI endpoint whose usage could not be read (`r` carries zero tokens).
     pub fn record_unparsed(&mut self, r: &UsageRecord) {
         let labels = self.labels.for_record(r);
-        self.instruments.record_unparsed(&labels.common);
+        self.instruments.record_unparsed(r, &labels.common);
     }
 
     /// Refreshes what the health instruments report.
