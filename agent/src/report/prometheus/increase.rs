@@ -1,0 +1,152 @@
+//! From raw counter samples to report rows, without extrapolation: per series, the sum of the
+//! differences between consecutive samples, starting from the last sample before the period
+//! (or 0 for a series born in it), where a drop means the agent restarted and counted the new
+//! value from 0. `increase()`/`rate()` are not used: they extrapolate to the window's edges and
+//! give fractional calls.
+use std::collections::{BTreeMap, HashMap};
+
+use super::api::{Labels, Samples};
+use crate::money::{Pico, PICO_PER_USD};
+use crate::report::rows::{Counters, Dim, Keys, Row};
+
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// What a counter adds to a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Calls,
+    Errors,
+    Input,
+    Output,
+    Cached,
+    Reasoning,
+    Cost,
+}
+
+/// The agents' counters (Prometheus names, [docs/metrics.md](../../../../docs/metrics.md)).
+pub const METRICS: [(&str, Field); 7] = [
+    ("tokentap_requests_total", Field::Calls),
+    ("tokentap_requests_failed_total", Field::Errors),
+    ("tokentap_tokens_input_total", Field::Input),
+    ("tokentap_tokens_output_total", Field::Output),
+    ("tokentap_tokens_cached_input_total", Field::Cached),
+    ("tokentap_tokens_reasoning_total", Field::Reasoning),
+    ("tokentap_cost_total", Field::Cost),
+];
+
+/// Report keys from labels (the Prometheus names of the usage attributes); the model is the
+/// response model, else the request model, as in the ledger.
+pub fn keys(labels: &Labels) -> Keys {
+    let get = |name: &str| labels.get(name).filter(|v| !v.is_empty()).cloned();
+    let mut k = Keys::default();
+    for (dim, label) in [
+        (Dim::Team, "tokentap_team"),
+        (Dim::CostCenter, "tokentap_cost_center"),
+        (Dim::Product, "tokentap_product"),
+        (Dim::Tenant, "tokentap_tenant"),
+        (Dim::App, "tokentap_app"),
+        (Dim::Namespace, "k8s_namespace_name"),
+        (Dim::Workload, "tokentap_k8s_workload_name"),
+        (Dim::Provider, "gen_ai_provider_name"),
+        (Dim::User, "user_name"),
+        (Dim::Unit, "tokentap_systemd_unit"),
+    ] {
+        k.set(dim, get(label));
+    }
+    k.set(Dim::Model, get("gen_ai_response_model").or_else(|| get("gen_ai_request_model")));
+    k
+}
+
+/// The hour (unix seconds) a sample at `ts_ms` counts in: chunks are `(H, H + 1 h]`, the
+/// windows a range selector evaluated at `H + 1 h` reads.
+pub fn hour_of(ts_ms: i64) -> i64 {
+    (ts_ms - 1).div_euclid(HOUR_MS) * 3600
+}
+
+/// Increase of one counter per hour over the samples in `(from_ms, to_ms]`, from `baseline`
+/// (the last value at or before `from_ms`; `None`: the series was born in the period and
+/// counted from 0). A value below the previous one is a reset: the new value counts in full.
+pub fn hourly_increase(baseline: Option<f64>, samples: &Samples, from_ms: i64, to_ms: i64) -> BTreeMap<i64, f64> {
+    let mut out = BTreeMap::new();
+    let mut prev = baseline.unwrap_or(0.0);
+    for (&ts, &v) in samples.range(from_ms + 1..=to_ms) {
+        let inc = if v >= prev { v - prev } else { v };
+        prev = v;
+        if inc > 0.0 {
+            *out.entry(hour_of(ts)).or_insert(0.0) += inc;
+        }
+    }
+    out
+}
+
+/// Adds one answer's series to `all`: a sample two overlapping windows both returned (range
+/// selectors include their left edge in Prometheus 2) is the same timestamp, kept once.
+pub fn merge(all: &mut HashMap<Labels, Samples>, answer: Vec<(Labels, Samples)>) {
+    for (labels, samples) in answer {
+        all.entry(labels).or_default().extend(samples);
+    }
+}
+
+#[derive(Default)]
+struct Sums {
+    calls: f64,
+    errors: f64,
+    input: f64,
+    output: f64,
+    cached: f64,
+    reasoning: f64,
+    estimated: f64,
+    cost_usd: f64,
+}
+
+/// Rows (one per hour and key values) from every series' samples and baselines.
+pub fn rows(series: &HashMap<Labels, Samples>, baselines: &HashMap<Labels, f64>, from_ms: i64, to_ms: i64) -> Vec<Row> {
+    let mut acc: BTreeMap<(i64, Keys), Sums> = BTreeMap::new();
+    for (labels, samples) in series {
+        let name = labels.get("__name__").map(String::as_str).unwrap_or("");
+        let Some(&(_, field)) = METRICS.iter().find(|(m, _)| *m == name) else { continue };
+        let estimated = labels.get("tokentap_usage_source").is_some_and(|s| s == "estimated");
+        let keys = keys(labels);
+        for (hour, inc) in hourly_increase(baselines.get(labels).copied(), samples, from_ms, to_ms) {
+            let s = acc.entry((hour, keys.clone())).or_default();
+            match field {
+                Field::Calls => {
+                    s.calls += inc;
+                    if estimated {
+                        s.estimated += inc;
+                    }
+                }
+                Field::Errors => s.errors += inc,
+                Field::Input => s.input += inc,
+                Field::Output => s.output += inc,
+                Field::Cached => s.cached += inc,
+                Field::Reasoning => s.reasoning += inc,
+                Field::Cost => s.cost_usd += inc,
+            }
+        }
+    }
+    // Counts are whole numbers held exactly by floats (below 2^53); rounding only undoes the
+    // float type. The cost is a float sum: rounded to the pico-USD.
+    let n = |x: f64| x.round().max(0.0) as u64;
+    acc.into_iter()
+        .map(|((hour, keys), s)| Row {
+            hour,
+            keys,
+            priced: None,
+            counters: Counters {
+                calls: n(s.calls),
+                errors: n(s.errors),
+                input_tokens: n(s.input),
+                output_tokens: n(s.output),
+                cached_input_tokens: n(s.cached),
+                reasoning_tokens: n(s.reasoning),
+                estimated_calls: n(s.estimated),
+                cost: Pico((s.cost_usd * PICO_PER_USD as f64).round() as i128),
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "increase_tests.rs"]
+mod tests;

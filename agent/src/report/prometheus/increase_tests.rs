@@ -1,0 +1,111 @@
+//! The arithmetic of reports from Prometheus, on answers shaped like the real API's.
+use super::*;
+use crate::report::prometheus::api::parse;
+
+const H0: i64 = 1_732_780_800; // 2024-11-28T08:00:00Z
+const H0_MS: i64 = H0 * 1000;
+
+fn samples(points: &[(i64, f64)]) -> Samples {
+    points.iter().copied().collect()
+}
+
+#[test]
+fn a_drop_is_a_restart_and_the_new_value_counts_in_full() {
+    let s = samples(&[(H0_MS + 1000, 6.0), (H0_MS + 2000, 8.0), (H0_MS + 3000, 2.0), (H0_MS + 4000, 3.0)]);
+    let got = hourly_increase(Some(5.0), &s, H0_MS, H0_MS + HOUR_MS);
+    assert_eq!(got, BTreeMap::from([(H0, 1.0 + 2.0 + 2.0 + 1.0)]));
+}
+
+#[test]
+fn the_baseline_is_subtracted_and_a_series_born_in_the_period_starts_from_zero() {
+    let s = samples(&[(H0_MS + 1000, 10.0), (H0_MS + 5000, 12.0)]);
+    assert_eq!(hourly_increase(Some(10.0), &s, H0_MS, H0_MS + HOUR_MS), BTreeMap::from([(H0, 2.0)]));
+    assert_eq!(hourly_increase(None, &s, H0_MS, H0_MS + HOUR_MS), BTreeMap::from([(H0, 12.0)]));
+}
+
+#[test]
+fn samples_outside_the_period_do_not_count_and_edges_belong_to_the_hour_they_close() {
+    // A sample at `from` is the baseline's; one at `to` closes the last hour; later ones are out.
+    let s = samples(&[(H0_MS, 4.0), (H0_MS + HOUR_MS, 6.0), (H0_MS + HOUR_MS + 1, 9.0), (H0_MS + 2 * HOUR_MS, 10.0)]);
+    assert_eq!(hourly_increase(Some(4.0), &s, H0_MS, H0_MS + HOUR_MS), BTreeMap::from([(H0, 2.0)]));
+    let two_hours = hourly_increase(Some(4.0), &s, H0_MS, H0_MS + 2 * HOUR_MS);
+    assert_eq!(two_hours, BTreeMap::from([(H0, 2.0), (H0 + 3600, 4.0)]));
+    assert_eq!(hour_of(H0_MS + 1), H0);
+    assert_eq!(hour_of(H0_MS), H0 - 3600);
+}
+
+/// Two hourly chunk answers whose windows both hold the sample on their shared edge.
+#[test]
+fn chunks_that_overlap_on_an_edge_count_its_sample_once() {
+    let series = r#"{"__name__":"tokentap_requests_total","tokentap_team":"pay","tokentap_usage_source":"reported","instance":"a:1","job":"tt"}"#;
+    let chunk1 = format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{series},
+        "values":[[{},"1"],[{},"3"],[{},"5"]]}}]}}}}"#,
+        H0,
+        H0 + 1800,
+        H0 + 3600
+    );
+    let chunk2 = format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{series},
+        "values":[[{},"5"],[{},"7"]]}}]}}}}"#,
+        H0 + 3600,
+        H0 + 5400
+    );
+    let mut all = HashMap::new();
+    merge(&mut all, parse(chunk1.as_bytes(), None).unwrap());
+    merge(&mut all, parse(chunk2.as_bytes(), None).unwrap());
+    assert_eq!(all.len(), 1);
+    let got = rows(&all, &HashMap::new(), H0_MS - HOUR_MS, H0_MS + 2 * HOUR_MS);
+    let calls: Vec<(i64, u64)> = got.iter().map(|r| (r.hour, r.counters.calls)).collect();
+    // Born in the period: 1 (its first value) + 2 + 2 in the hour before H0+1h, then 2.
+    assert_eq!(calls, vec![(H0 - 3600, 1), (H0, 4), (H0 + 3600, 2)]);
+    assert_eq!(got.iter().map(|r| r.counters.calls).sum::<u64>(), 7, "the last value, counted once");
+}
+
+#[test]
+fn rows_sum_agents_and_metrics_under_the_same_keys() {
+    let body = format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[
+        {{"metric":{{"__name__":"tokentap_requests_total","tokentap_team":"pay","gen_ai_request_model":"gpt-4o-mini",
+          "gen_ai_response_model":"gpt-4o-mini-2024-07-18","tokentap_usage_source":"estimated","instance":"a:1",
+          "user_name":"root","tokentap_systemd_unit":"llm.service","gen_ai_provider_name":"openai"}},
+          "values":[[{t1},"2"]]}},
+        {{"metric":{{"__name__":"tokentap_requests_total","tokentap_team":"pay","gen_ai_request_model":"gpt-4o-mini",
+          "gen_ai_response_model":"gpt-4o-mini-2024-07-18","tokentap_usage_source":"reported","instance":"b:1",
+          "user_name":"root","tokentap_systemd_unit":"llm.service","gen_ai_provider_name":"openai"}},
+          "values":[[{t1},"3"]]}},
+        {{"metric":{{"__name__":"tokentap_requests_failed_total","tokentap_team":"pay","gen_ai_request_model":"gpt-4o-mini",
+          "tokentap_usage_source":"none","instance":"b:1"}},
+          "values":[[{t1},"1"]]}},
+        {{"metric":{{"__name__":"tokentap_tokens_input_total","tokentap_team":"pay","gen_ai_request_model":"gpt-4o-mini",
+          "gen_ai_response_model":"gpt-4o-mini-2024-07-18","tokentap_usage_source":"reported","instance":"b:1",
+          "user_name":"root","tokentap_systemd_unit":"llm.service","gen_ai_provider_name":"openai"}},
+          "values":[[{t0},"100"],[{t1},"130"]]}},
+        {{"metric":{{"__name__":"tokentap_cost_total","tokentap_team":"pay","gen_ai_request_model":"gpt-4o-mini",
+          "gen_ai_response_model":"gpt-4o-mini-2024-07-18","tokentap_usage_source":"reported","instance":"b:1",
+          "user_name":"root","tokentap_systemd_unit":"llm.service","gen_ai_provider_name":"openai"}},
+          "values":[[{t0},"0.1"],[{t1},"0.30000000000000004"]]}},
+        {{"metric":{{"__name__":"tokentap_agent_parse_failures_total","instance":"b:1"}},"values":[[{t1},"9"]]}}
+        ]}}}}"#,
+        t0 = H0 + 10,
+        t1 = H0 + 20
+    );
+    let mut all = HashMap::new();
+    merge(&mut all, parse(body.as_bytes(), None).unwrap());
+    let mut baselines = HashMap::new();
+    let input_labels = all.keys().find(|l| l["__name__"] == "tokentap_tokens_input_total").unwrap().clone();
+    baselines.insert(input_labels, 90.0);
+    let got = rows(&all, &baselines, H0_MS, H0_MS + HOUR_MS);
+    let full = got.iter().find(|r| r.keys.get(Dim::Unit).is_some()).expect("the attributed row");
+    assert_eq!(full.keys.get(Dim::Model), Some("gpt-4o-mini-2024-07-18"), "response model first");
+    assert_eq!(full.keys.get(Dim::User), Some("root"));
+    assert_eq!(full.keys.get(Dim::Provider), Some("openai"));
+    assert_eq!(full.counters.calls, 5, "two agents' series add up");
+    assert_eq!(full.counters.estimated_calls, 2);
+    assert_eq!(full.counters.input_tokens, 40, "130 - the baseline 90");
+    assert_eq!(full.counters.cost, Pico(300_000_000_000), "0.3 USD from a float sum");
+    let failed = got.iter().find(|r| r.counters.errors == 1).expect("the failed call's row");
+    assert_eq!(failed.keys.get(Dim::Model), Some("gpt-4o-mini"), "request model when no response model");
+    assert_eq!(got.iter().map(|r| r.counters.calls).sum::<u64>(), 5, "non-usage metrics are ignored");
+    assert!(got.iter().all(|r| r.hour == H0 && r.priced.is_none()));
+}
