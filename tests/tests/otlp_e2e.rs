@@ -121,7 +121,8 @@ fn grpc_export_matches_the_server_usage_exactly() {
         "tokentap.tenant": "acme", "tokentap.app": "curl-app", "process.executable.name": "curl", "user.name": "root"});
     assert_eq!(Value::Object(curl.clone()), want, "curl's attribution");
     for (c, run) in calls.iter().zip(&runs).filter(|(_, r)| r.what != "curl") {
-        let want = json!({"tokentap.team": "unattributed", "process.executable.name": exe_name(run), "user.name": "root"});
+        let want =
+            json!({"tokentap.team": "unattributed", "process.executable.name": exe_name(run), "user.name": "root"});
         assert_eq!(Value::Object(c.attribution.clone()), want, "{}'s attribution", run.what);
         assert!(exe_name(run).starts_with("python"), "python client exe");
     }

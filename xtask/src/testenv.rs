@@ -90,6 +90,8 @@ fn ensure_system_tools() -> Result<()> {
         ("go", "golang-go"),
         // The GnuTLS client of tests/tests/gnutls_e2e.rs (pulls in libgnutls30).
         ("gnutls-cli", "gnutls-bin"),
+        // The Prometheus that tests/tests/prometheus_report_e2e.rs starts and reports from.
+        ("prometheus", "prometheus"),
     ]
     .into_iter()
     .filter(|(tool, _)| !have(tool))
