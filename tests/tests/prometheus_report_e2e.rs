@@ -55,23 +55,25 @@ impl World {
                 self.case.openai_with(&self.server, "chat_stream_no_usage", &prefix);
             }
             Kind::Reported | Kind::Failed => {
-                let status = curl_chat(&self.case, &self.server, &prefix, kind == Kind::Reported);
+                // Models priced well above a cent per call, so that "to the cent" means something.
+                let model = if team == "alpha" { "gpt-4o" } else { "o4-mini" };
+                let status = curl_chat(&self.case, &self.server, &prefix, model, kind == Kind::Reported);
                 assert_eq!(status, if kind == Kind::Reported { "200" } else { "401" }, "curl HTTP status");
             }
         }
     }
 }
 
-/// One chat completion with curl behind `prefix`; with or without the API key. Returns the
+/// One chat completion of `model` with curl behind `prefix`; with or without the API key. Returns the
 /// HTTP status.
-fn curl_chat(case: &Case, server: &LlmServer, prefix: &[std::ffi::OsString], auth: bool) -> String {
+fn curl_chat(case: &Case, server: &LlmServer, prefix: &[std::ffi::OsString], model: &str, auth: bool) -> String {
     let tag = env::random_hex(4);
     let headers = server.dir.join(format!("curl-headers-{tag}"));
     let body = server.dir.join(format!("curl-body-{tag}.json"));
     let resp = server.dir.join(format!("curl-response-{tag}"));
     let auth_line = if auth { format!("Authorization: Bearer {}\n", case.api_key) } else { String::new() };
     std::fs::write(&headers, format!("{auth_line}Content-Type: application/json\n")).unwrap();
-    let req = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": case.prompt()}]});
+    let req = json!({"model": model, "messages": [{"role": "user", "content": case.prompt()}]});
     std::fs::write(&body, serde_json::to_vec(&req).unwrap()).unwrap();
     let mut cmd = Command::new(&prefix[0]);
     cmd.args(&prefix[1..])
