@@ -65,6 +65,7 @@ pub const METRICS: &[(&str, &str, Kind)] = &[
     ("tokentap.agent.calls.unattributed", "{call}", Kind::Counter),
     ("tokentap.capture.calls", "{call}", Kind::Counter),
     ("tokentap.agent.executables.unprobed", "{executable}", Kind::Gauge),
+    ("tokentap.agent.start_time", "s", Kind::Gauge),
 ];
 
 /// Per-call counters, in the order they are checked.

@@ -11,6 +11,7 @@ pub mod instruments;
 pub mod labels;
 pub mod otlp;
 pub mod prometheus;
+pub mod start;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -167,6 +168,7 @@ impl Exporter {
         let instruments = Instruments::new(&meter, latest);
         let health = SharedHealth::default();
         health::register(&meter, &health, &exports);
+        start::register(&meter);
         Ok(Some(Exporter {
             provider,
             instruments,

@@ -1,7 +1,8 @@
 //! From raw counter samples to report rows, without extrapolation: per series, the sum of the
 //! differences between consecutive samples, starting from the last sample before the period
-//! (or 0 for a series born in it), where a drop means the agent restarted and counted the new
-//! value from 0. `increase()`/`rate()` are not used: they extrapolate to the window's edges and
+//! (or 0 for a series born in it), where a restart of the agent (a new
+//! `tokentap_agent_start_time_seconds`, or, without it, a drop of the value) means the new value
+//! was counted from 0. `increase()`/`rate()` are not used: they extrapolate to the window's edges and
 //! give fractional calls.
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,6 +11,9 @@ use crate::money::{Pico, PICO_PER_USD};
 use crate::report::rows::{Counters, Dim, Keys, Row};
 
 pub const HOUR_MS: i64 = 3_600_000;
+
+/// The agents' start-time gauge: a new value is a restart.
+pub const START_TIME: &str = "tokentap_agent_start_time_seconds";
 
 /// What a counter adds to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,18 +69,43 @@ pub fn hour_of(ts_ms: i64) -> i64 {
 
 /// Increase of one counter per hour over the samples in `(from_ms, to_ms]`, from `baseline`
 /// (the last value at or before `from_ms`; `None`: the series was born in the period and
-/// counted from 0). A value below the previous one is a reset: the new value counts in full.
-pub fn hourly_increase(baseline: Option<f64>, samples: &Samples, from_ms: i64, to_ms: i64) -> BTreeMap<i64, f64> {
+/// counted from 0). A restart means the new value counts in full: the agent's start time
+/// (`starts`, its samples with the baseline at `from_ms`) changed since the previous sample, or
+/// the value dropped.
+pub fn hourly_increase(
+    baseline: Option<f64>,
+    samples: &Samples,
+    from_ms: i64,
+    to_ms: i64,
+    starts: Option<&Samples>,
+) -> BTreeMap<i64, f64> {
+    let start_at = |ts: i64| starts.and_then(|s| s.range(..=ts).next_back().map(|(_, v)| *v));
     let mut out = BTreeMap::new();
     let mut prev = baseline.unwrap_or(0.0);
+    let mut prev_ts = from_ms;
     for (&ts, &v) in samples.range(from_ms + 1..=to_ms) {
-        let inc = if v >= prev { v - prev } else { v };
+        let restarted = match (start_at(prev_ts), start_at(ts)) {
+            (Some(a), Some(b)) => a != b,
+            _ => false,
+        };
+        let inc = if v >= prev && !restarted { v - prev } else { v };
         prev = v;
+        prev_ts = ts;
         if inc > 0.0 {
             *out.entry(hour_of(ts)).or_insert(0.0) += inc;
         }
     }
     out
+}
+
+/// The start-time series of the agent that exported `labels`: the one whose labels (`instance`,
+/// `job`, … without `__name__`) all appear on the series, the most specific if several do.
+pub fn agent_of<'a>(labels: &Labels, starts: &'a [(Labels, Samples)]) -> Option<&'a Samples> {
+    starts
+        .iter()
+        .filter(|(id, _)| id.iter().all(|(k, v)| k == "__name__" || labels.get(k) == Some(v)))
+        .max_by_key(|(id, _)| id.len())
+        .map(|(_, s)| s)
 }
 
 /// Adds one answer's series to `all`: a sample two overlapping windows both returned (range
@@ -86,6 +115,8 @@ pub fn merge(all: &mut HashMap<Labels, Samples>, answer: Vec<(Labels, Samples)>)
         all.entry(labels).or_default().extend(samples);
     }
 }
+
+static EMPTY: Samples = Samples::new();
 
 #[derive(Default)]
 struct Sums {
@@ -99,15 +130,29 @@ struct Sums {
     cost_usd: f64,
 }
 
-/// Rows (one per hour and key values) from every series' samples and baselines.
+/// Rows (one per hour and key values) from every series' samples and baselines. The agents'
+/// start-time series among them tell restarts apart.
 pub fn rows(series: &HashMap<Labels, Samples>, baselines: &HashMap<Labels, f64>, from_ms: i64, to_ms: i64) -> Vec<Row> {
+    let starts: Vec<(Labels, Samples)> = series
+        .iter()
+        .chain(baselines.keys().filter(|l| !series.contains_key(*l)).map(|l| (l, &EMPTY)))
+        .filter(|(l, _)| l.get("__name__").is_some_and(|n| n == START_TIME))
+        .map(|(l, s)| {
+            let mut s = s.clone();
+            if let Some(b) = baselines.get(l) {
+                s.insert(from_ms, *b);
+            }
+            (l.clone(), s)
+        })
+        .collect();
     let mut acc: BTreeMap<(i64, Keys), Sums> = BTreeMap::new();
     for (labels, samples) in series {
         let name = labels.get("__name__").map(String::as_str).unwrap_or("");
         let Some(&(_, field)) = METRICS.iter().find(|(m, _)| *m == name) else { continue };
         let estimated = labels.get("tokentap_usage_source").is_some_and(|s| s == "estimated");
         let keys = keys(labels);
-        for (hour, inc) in hourly_increase(baselines.get(labels).copied(), samples, from_ms, to_ms) {
+        let agent = agent_of(labels, &starts);
+        for (hour, inc) in hourly_increase(baselines.get(labels).copied(), samples, from_ms, to_ms, agent) {
             let s = acc.entry((hour, keys.clone())).or_default();
             match field {
                 Field::Calls => {

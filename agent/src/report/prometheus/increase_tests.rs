@@ -12,23 +12,23 @@ fn samples(points: &[(i64, f64)]) -> Samples {
 #[test]
 fn a_drop_is_a_restart_and_the_new_value_counts_in_full() {
     let s = samples(&[(H0_MS + 1000, 6.0), (H0_MS + 2000, 8.0), (H0_MS + 3000, 2.0), (H0_MS + 4000, 3.0)]);
-    let got = hourly_increase(Some(5.0), &s, H0_MS, H0_MS + HOUR_MS);
+    let got = hourly_increase(Some(5.0), &s, H0_MS, H0_MS + HOUR_MS, None);
     assert_eq!(got, BTreeMap::from([(H0, 1.0 + 2.0 + 2.0 + 1.0)]));
 }
 
 #[test]
 fn the_baseline_is_subtracted_and_a_series_born_in_the_period_starts_from_zero() {
     let s = samples(&[(H0_MS + 1000, 10.0), (H0_MS + 5000, 12.0)]);
-    assert_eq!(hourly_increase(Some(10.0), &s, H0_MS, H0_MS + HOUR_MS), BTreeMap::from([(H0, 2.0)]));
-    assert_eq!(hourly_increase(None, &s, H0_MS, H0_MS + HOUR_MS), BTreeMap::from([(H0, 12.0)]));
+    assert_eq!(hourly_increase(Some(10.0), &s, H0_MS, H0_MS + HOUR_MS, None), BTreeMap::from([(H0, 2.0)]));
+    assert_eq!(hourly_increase(None, &s, H0_MS, H0_MS + HOUR_MS, None), BTreeMap::from([(H0, 12.0)]));
 }
 
 #[test]
 fn samples_outside_the_period_do_not_count_and_edges_belong_to_the_hour_they_close() {
     // A sample at `from` is the baseline's; one at `to` closes the last hour; later ones are out.
     let s = samples(&[(H0_MS, 4.0), (H0_MS + HOUR_MS, 6.0), (H0_MS + HOUR_MS + 1, 9.0), (H0_MS + 2 * HOUR_MS, 10.0)]);
-    assert_eq!(hourly_increase(Some(4.0), &s, H0_MS, H0_MS + HOUR_MS), BTreeMap::from([(H0, 2.0)]));
-    let two_hours = hourly_increase(Some(4.0), &s, H0_MS, H0_MS + 2 * HOUR_MS);
+    assert_eq!(hourly_increase(Some(4.0), &s, H0_MS, H0_MS + HOUR_MS, None), BTreeMap::from([(H0, 2.0)]));
+    let two_hours = hourly_increase(Some(4.0), &s, H0_MS, H0_MS + 2 * HOUR_MS, None);
     assert_eq!(two_hours, BTreeMap::from([(H0, 2.0), (H0 + 3600, 4.0)]));
     assert_eq!(hour_of(H0_MS + 1), H0);
     assert_eq!(hour_of(H0_MS), H0 - 3600);
@@ -108,4 +108,46 @@ fn rows_sum_agents_and_metrics_under_the_same_keys() {
     assert_eq!(failed.keys.get(Dim::Model), Some("gpt-4o-mini"), "request model when no response model");
     assert_eq!(got.iter().map(|r| r.counters.calls).sum::<u64>(), 5, "non-usage metrics are ignored");
     assert!(got.iter().all(|r| r.hour == H0 && r.priced.is_none()));
+}
+
+/// A restarted agent whose counter is already above its old value at the first scrape: only
+/// its start time shows the restart.
+#[test]
+fn a_new_agent_start_time_is_a_restart_even_when_the_counter_did_not_drop() {
+    let series = |name: &str, extra: &str, values: &str| {
+        format!(r#"{{"metric":{{"__name__":"{name}","instance":"a:1","job":"tt"{extra}}},"values":[{values}]}}"#)
+    };
+    let (t1, t2, t3) = (H0 + 10, H0 + 20, H0 + 30);
+    let body = format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{},{}]}}}}"#,
+        series("tokentap_requests_total", r#","tokentap_team":"pay""#, &format!(r#"[{t1},"2"],[{t2},"5"],[{t3},"6"]"#)),
+        series(START_TIME, "", &format!(r#"[{t1},"100.5"],[{t2},"200.25"],[{t3},"200.25"]"#)),
+    );
+    let mut all = HashMap::new();
+    merge(&mut all, parse(body.as_bytes(), None).unwrap());
+    // The baseline: 1 call before the period, under the first start time.
+    let mut baselines = HashMap::new();
+    let req = all.keys().find(|l| l["__name__"] == "tokentap_requests_total").unwrap().clone();
+    let start = all.keys().find(|l| l["__name__"] == START_TIME).unwrap().clone();
+    baselines.insert(req, 1.0);
+    baselines.insert(start, 100.5);
+    let got = rows(&all, &baselines, H0_MS, H0_MS + HOUR_MS);
+    // 2 - 1, then a restart: 5 in full (not 5 - 2), then 1.
+    assert_eq!(got.iter().map(|r| r.counters.calls).sum::<u64>(), 1 + 5 + 1);
+    // Without the start-time series, the same samples look like no restart.
+    all.retain(|l, _| l["__name__"] != START_TIME);
+    let got = rows(&all, &baselines, H0_MS, H0_MS + HOUR_MS);
+    assert_eq!(got.iter().map(|r| r.counters.calls).sum::<u64>(), 5);
+}
+
+#[test]
+fn series_belong_to_the_agent_whose_labels_they_carry() {
+    let l = |pairs: &[(&str, &str)]| -> Labels { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+    let starts = vec![
+        (l(&[("__name__", START_TIME), ("instance", "a:1"), ("job", "tt")]), samples(&[(1, 1.0)])),
+        (l(&[("__name__", START_TIME), ("instance", "b:1"), ("job", "tt")]), samples(&[(1, 2.0)])),
+    ];
+    let series = l(&[("__name__", "tokentap_cost_total"), ("instance", "b:1"), ("job", "tt"), ("tokentap_team", "x")]);
+    assert_eq!(agent_of(&series, &starts).and_then(|s| s.get(&1)), Some(&2.0));
+    assert!(agent_of(&l(&[("instance", "c:1")]), &starts).is_none());
 }

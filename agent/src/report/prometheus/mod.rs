@@ -6,15 +6,18 @@
 //! end of each hour of the period, so each answer stays small), the baseline is each series'
 //! last sample at or before the period start (within [`BASELINE_LOOKBACK`]; a series first
 //! seen inside the period counts from 0, as the agent's counter did), and the increases
-//! between consecutive samples are summed, a drop being an agent restart whose new value counts
-//! in full. Series that differ only by `instance`/`job` (two agents) are separate series.
+//! between consecutive samples are summed. After an agent restart the new value counts in full:
+//! a restart is a new `tokentap_agent_start_time_seconds` of the agent whose labels
+//! (`instance`, `job`) the series carries, or, for agents that do not export it, a drop of the
+//! value. Series that differ only by `instance`/`job` (two agents) are separate series.
 //!
 //! Precision, compared with the agents' ledgers:
 //! - calls an agent metered after its last scrape and before it stopped never reach Prometheus
 //!   (at most one scrape interval per stop);
-//! - a restarted agent whose counter is already above its old value at the first scrape after
-//!   the restart looks like no reset: the calls up to the old value are missed (a series that
-//!   counted 1 call before the restart and 3 in the first interval after it counts 2);
+//! - without the start-time gauge (older agents, or a backend that drops it), a restarted agent
+//!   whose counter is already above its old value at the first scrape after the restart looks
+//!   like no restart: the calls up to the old value are missed (a series that counted 1 call
+//!   before the restart and 3 in the first interval after it counts 2);
 //! - costs are float sums (rounded to the pico-USD, exact to the cent for any real month) and
 //!   rows carry no unit prices (`priced: None`);
 //! - hourly: a period is read by whole UTC hours, a call counting in the hour of the scrape that
@@ -29,7 +32,7 @@ use jiff::Timestamp;
 use reqwest::{blocking::Client, Url};
 
 use self::api::{Labels, Samples};
-use self::increase::{HOUR_MS, METRICS};
+use self::increase::{HOUR_MS, METRICS, START_TIME};
 use crate::report::rows::{Period, Row, UsageSource};
 
 /// How far before the period start a series' last sample is looked for.
@@ -98,10 +101,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// The selector for every counter a report reads.
+/// Every series a report reads: the counters and the agents' start times.
+fn names() -> Vec<&'static str> {
+    METRICS.iter().map(|(n, _)| *n).chain([START_TIME]).collect()
+}
+
 fn counters_selector() -> String {
-    let names: Vec<&str> = METRICS.iter().map(|(n, _)| *n).collect();
-    format!("{{__name__=~\"{}\"}}", names.join("|"))
+    format!("{{__name__=~\"{}\"}}", names().join("|"))
 }
 
 /// `[from, to)` widened to whole hours, in ms.
@@ -119,7 +125,7 @@ impl UsageSource for PromSource {
     fn rows(&self, period: &Period) -> Result<Vec<Row>, String> {
         let (from_ms, to_ms) = whole_hours(period);
         let mut baselines: HashMap<Labels, f64> = HashMap::new();
-        for (name, _) in METRICS {
+        for name in names() {
             let q = format!("last_over_time({name}[{BASELINE_LOOKBACK}])");
             for (labels, samples) in self.query(&q, from_ms / 1000, Some(name))? {
                 if let Some((_, v)) = samples.last_key_value() {
@@ -179,5 +185,6 @@ mod tests {
         assert_eq!((t - f) / HOUR_MS, 2);
         assert_eq!(f % HOUR_MS, 0);
         assert!(counters_selector().contains("tokentap_requests_failed_total|"));
+        assert!(counters_selector().ends_with("|tokentap_agent_start_time_seconds\"}"));
     }
 }
