@@ -2,7 +2,7 @@
 //!
 //! One thread owns everything (no locks): parsing is cheap next to a uprobe hit, and a single
 //! owner keeps connection state, identity cache and output ordered.
-use std::{path::PathBuf, time::Instant};
+use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use aya::maps::{MapData, RingBuf};
 use thiserror::Error;
@@ -22,6 +22,7 @@ use crate::{
     discovery::Discovery,
     export::{health::HealthSnapshot, ExportError, Exporter, ResourceInfo},
     identity::{self, Resolver},
+    ledger::writer::{Ledger, LedgerHealth, Settings as LedgerSettings},
     mapping_source::{MappingSource, Reload},
     output::{jsonl::JsonLines, summary::Summary},
     pricing::{PricingError, PricingTable, Tokens},
@@ -64,6 +65,10 @@ struct Agent {
     mapping: MappingSource,
     pricing: PricingTable,
     exporter: Option<Exporter>,
+    /// The durable ledger's writer thread (`[ledger] enabled`).
+    ledger: Option<Ledger>,
+    /// Kept past the writer's shutdown for the last health push.
+    ledger_health: Option<Arc<LedgerHealth>>,
     last_export_warning: Option<Instant>,
     node: Option<String>,
     clock: Clock,
@@ -83,12 +88,21 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     privileges::check()?;
     let pods = identity::kube::start(&config.kubernetes).await?;
     let node = pods.as_ref().map(|p| p.node_name().to_string());
+    let host = hostname();
     let resource = ResourceInfo {
-        host_name: hostname(),
+        host_name: host.clone(),
         node_name: node.clone(),
         cluster_name: config.kubernetes.cluster_name.clone(),
     };
     let exporter = Exporter::start(&config.export, &resource).await?;
+    // Started before capture, so the ledger's state is logged first; a ledger that cannot be
+    // written is reported by the writer and never stops metering.
+    let ledger = if config.ledger.enabled {
+        let settings = LedgerSettings::new(&config.ledger, host.as_deref().unwrap_or(""), pricing.as_of());
+        Some(Ledger::start(settings)?)
+    } else {
+        None
+    };
     let (mut capture, rings) = Capture::load(&LoadOptions {
         call_cap: config.capture.call_cap_bytes,
         ring_bytes: config.capture.ring_buffer_bytes,
@@ -120,6 +134,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         mapping,
         pricing,
         exporter,
+        ledger_health: ledger.as_ref().map(|l| l.health.clone()),
+        ledger,
         last_export_warning: None,
         node,
         clock: Clock::new(),
@@ -132,6 +148,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     tracing::info!(
         libraries = agent.discovery.attached.len(),
         usage_log = ?config.output.usage_log,
+        ledger = ?agent.ledger.as_ref().map(|l| &l.path),
         mapping_rules = agent.mapping.mapping().rule_count(),
         kubernetes = agent.identity.pods().is_some(),
         prices = agent.pricing.len(),
@@ -186,6 +203,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     agent.drain_data(data.get_mut());
     agent.stats.kernel = agent.capture.counters();
     agent.show_summary();
+    // The last batch is committed before the final health push reports the ledger's state.
+    if let Some(ledger) = agent.ledger.take() {
+        ledger.shutdown();
+    }
     if let Some(exporter) = agent.exporter.take() {
         agent.push_health();
         // The final flush blocks; keep it off the runtime's thread.
@@ -333,12 +354,23 @@ impl Agent {
                         }
                         Sink::Summary(summary) => summary.add(&record),
                     }
+                    if let Some(ledger) = &self.ledger {
+                        ledger.record(record);
+                    }
                 }
                 Err(e) => {
                     self.stats.failure(e.reason());
                     self.stats.completeness.add(tracked.origin.library, CallOutcome::Unparseable);
-                    if let Some(exporter) = &mut self.exporter {
-                        exporter.record_unparsed(&usage::base_record(&tracked, &who, &self.clock));
+                    // Still a call (to an AI endpoint, with a status and an owner): counted as one,
+                    // with no tokens and no cost.
+                    if self.exporter.is_some() || self.ledger.is_some() {
+                        let record = usage::base_record(&tracked, &who, &self.clock);
+                        if let Some(exporter) = &mut self.exporter {
+                            exporter.record_unparsed(&record);
+                        }
+                        if let Some(ledger) = &self.ledger {
+                            ledger.record(record);
+                        }
                     }
                 }
             }
@@ -358,6 +390,7 @@ impl Agent {
             unattributed: self.stats.unattributed,
             completeness: self.stats.completeness.clone(),
             unprobed_executables: self.stats.unprobed_executables as u64,
+            ledger: self.ledger_health.as_ref().map(|h| h.snapshot()),
         });
     }
 

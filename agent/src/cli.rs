@@ -21,6 +21,9 @@ pub enum Command {
         /// live summary.
         #[arg(long, value_name = "PATH|-")]
         usage_log: Option<PathBuf>,
+        /// The usage ledger's file, instead of `[ledger] path` (the ledger is enabled).
+        #[arg(long, value_name = "PATH")]
+        ledger: Option<PathBuf>,
     },
     /// Showback reports and invoices from usage ledgers or a Prometheus-compatible backend.
     Report(ReportArgs),

@@ -45,13 +45,21 @@ pub fn check_config(file: &Path) -> ExitCode {
     }
 }
 
-pub fn run(config: Option<&Path>, usage_log: Option<&Path>) -> ExitCode {
+pub fn run(config: Option<&Path>, usage_log: Option<&Path>, ledger: Option<&Path>) -> ExitCode {
     let mut config = match load_config(config) {
         Ok(c) => c,
         Err(code) => return code,
     };
     if let Some(log) = usage_log {
         config.output.usage_log = Some(log.to_path_buf());
+    }
+    if let Some(path) = ledger {
+        if path.as_os_str().is_empty() {
+            eprintln!("tokentap: --ledger: the path must not be empty");
+            return ExitCode::from(2);
+        }
+        config.ledger.path = path.to_path_buf();
+        config.ledger.enabled = true;
     }
     let runtime = match runtime() {
         Ok(r) => r,

@@ -19,6 +19,37 @@ pub struct Config {
     pub kubernetes: KubeConfig,
     pub export: ExportConfig,
     pub pricing: PricingConfig,
+    pub ledger: LedgerConfig,
+}
+
+/// The durable usage ledger (docs/chargeback.md): one SQLite row per call, hourly rollups
+/// after `retention_days`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    pub enabled: bool,
+    pub path: PathBuf,
+    /// Days a call keeps its own row; older calls are summed into hourly rollups.
+    pub retention_days: u32,
+    /// Days hourly rollups are kept (at least `retention_days`).
+    pub rollup_retention_days: u32,
+    /// Records held in memory while the ledger cannot be written (full disk, unwritable or
+    /// foreign file); beyond it new records are dropped from the ledger (and counted).
+    pub max_pending_records: usize,
+}
+
+pub const DEFAULT_LEDGER_PATH: &str = "/var/lib/tokentap/ledger.db";
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            enabled: true,
+            path: PathBuf::from(DEFAULT_LEDGER_PATH),
+            retention_days: 90,
+            rollup_retention_days: 800,
+            max_pending_records: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -190,6 +221,22 @@ impl Config {
         if self.output.summary_interval_secs == 0 {
             return Err(invalid("output.summary_interval_secs", "must be at least 1".into()));
         }
+        let l = &self.ledger;
+        if l.path.as_os_str().is_empty() {
+            return Err(invalid("ledger.path", "must not be empty".into()));
+        }
+        if l.retention_days == 0 {
+            return Err(invalid("ledger.retention_days", "must be at least 1".into()));
+        }
+        if l.rollup_retention_days < l.retention_days {
+            return Err(invalid(
+                "ledger.rollup_retention_days",
+                format!("must be at least ledger.retention_days ({})", l.retention_days),
+            ));
+        }
+        if l.max_pending_records == 0 {
+            return Err(invalid("ledger.max_pending_records", "must be at least 1".into()));
+        }
         Ok(())
     }
 }
@@ -227,6 +274,24 @@ mod tests {
         assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "capture.plain_http.ports"), "{e}");
         let e = Config::parse("t.toml", "[capture.plain_http]\nports = [70000]\n").unwrap_err();
         assert!(matches!(&e, ConfigError::Invalid { line: 2, .. }), "{e}");
+    }
+
+    #[test]
+    fn ledger_section() {
+        let c = Config::parse("t.toml", "[ledger]\npath = \"/tmp/l.db\"\nretention_days = 7\n").unwrap();
+        assert_eq!(c.ledger.path, PathBuf::from("/tmp/l.db"));
+        assert_eq!((c.ledger.retention_days, c.ledger.rollup_retention_days), (7, 800));
+        assert!(c.ledger.enabled);
+        assert_eq!(Config::default().ledger.path, PathBuf::from(DEFAULT_LEDGER_PATH));
+        let e = Config::parse("t.toml", "[ledger]\nretention_days = 30\nrollup_retention_days = 10\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { line: 3, key, .. } if key == "ledger.rollup_retention_days"),
+            "{e}"
+        );
+        let e = Config::parse("t.toml", "[ledger]\nretention_days = 0\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { line: 2, key, .. } if key == "ledger.retention_days"), "{e}");
+        let e = Config::parse("t.toml", "[ledger]\nenabled = \"yes\"\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { line: 2, key, .. } if key == "ledger.enabled"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Agent {
     pub bin: PathBuf,
     pub dir: PathBuf,
     pub usage_log: PathBuf,
+    /// This agent's own ledger (`--ledger`), never shared with another agent.
+    pub ledger: PathBuf,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
     pub pid: u32,
@@ -76,13 +78,21 @@ fn start() -> Result<Agent, String> {
     }
     let dir = env::temp_subdir("agent");
     let usage_log = dir.join("usage.jsonl");
+    let ledger = dir.join("ledger.db");
     let stdout = dir.join("agent.stdout");
     let stderr = dir.join("agent.stderr");
     let out = std::fs::File::create(&stdout).map_err(|e| format!("create {stdout:?}: {e}"))?;
     let err = std::fs::File::create(&stderr).map_err(|e| format!("create {stderr:?}: {e}"))?;
 
     let mut cmd = Command::new(&bin);
-    cmd.arg("run").arg("--usage-log").arg(&usage_log).stdin(Stdio::null()).stdout(out).stderr(err);
+    cmd.arg("run")
+        .arg("--usage-log")
+        .arg(&usage_log)
+        .arg("--ledger")
+        .arg(&ledger)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
     // The test process's own OTEL_* settings must not leak into the agent under test.
     for (key, _) in std::env::vars() {
         if key.starts_with("OTEL_") {
@@ -146,6 +156,7 @@ fn start() -> Result<Agent, String> {
         bin,
         dir,
         usage_log,
+        ledger,
         stdout,
         stderr,
         pid,

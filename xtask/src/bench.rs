@@ -229,7 +229,8 @@ fn start_agent(bin: &Path, dir: &Path) -> Result<Agent> {
     let stderr = dir.join("agent.stderr");
     let started = Instant::now();
     let child = Command::new(bin)
-        .args(["run", "--usage-log", "/dev/null"])
+        .args(["run", "--usage-log", "/dev/null", "--ledger"])
+        .arg(dir.join("ledger.db"))
         .stdin(Stdio::null())
         .stdout(fs::File::create(dir.join("agent.stdout"))?)
         .stderr(fs::File::create(&stderr)?)

@@ -102,7 +102,19 @@ fn main() -> Result<()> {
         Cmd::Run { release, args } => {
             let bin = build(release)?;
             let mut cmd = Command::new(bin);
-            cmd.arg("run").args(args);
+            cmd.arg("run");
+            // A ledger under target/ so a development run needs no /var/lib/tokentap; an
+            // explicit --ledger (or a config's `[ledger] path`, via --config) still wins.
+            if !args.iter().any(|a| {
+                a == "--ledger"
+                    || a.starts_with("--ledger=")
+                    || a == "--config"
+                    || a == "-c"
+                    || a.starts_with("--config=")
+            }) {
+                cmd.arg("--ledger").arg(workspace_root().join("target").join("ledger.db"));
+            }
+            cmd.args(args);
             run(&mut cmd)
         }
         Cmd::Test { no_lint, args } => {

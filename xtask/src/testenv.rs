@@ -92,6 +92,8 @@ fn ensure_system_tools() -> Result<()> {
         ("gnutls-cli", "gnutls-bin"),
         // The Prometheus that tests/tests/prometheus_report_e2e.rs starts and reports from.
         ("prometheus", "prometheus"),
+        // Headless Chromium opens the HTML report in tests/tests/report_e2e.rs.
+        ("chromium", "chromium"),
     ]
     .into_iter()
     .filter(|(tool, _)| !have(tool))
@@ -99,6 +101,10 @@ fn ensure_system_tools() -> Result<()> {
     .collect();
     if !have_libpython() {
         missing.push("libpython3.11");
+    }
+    // Report periods in named time zones (`--tz Europe/Paris`) read the system tz database.
+    if !std::path::Path::new("/usr/share/zoneinfo/Europe/Paris").exists() {
+        missing.push("tzdata");
     }
     missing.dedup();
     if missing.is_empty() {

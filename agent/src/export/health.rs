@@ -8,7 +8,7 @@ use std::{
 use opentelemetry::{metrics::Meter, KeyValue};
 
 use super::otlp::ExportCounts;
-use crate::completeness::Completeness;
+use crate::{completeness::Completeness, ledger::writer::LedgerHealthSnapshot};
 
 #[derive(Debug, Default, Clone)]
 pub struct HealthSnapshot {
@@ -21,6 +21,8 @@ pub struct HealthSnapshot {
     pub unattributed: u64,
     pub completeness: Completeness,
     pub unprobed_executables: u64,
+    /// `None` when the ledger is disabled (its instruments then report nothing).
+    pub ledger: Option<LedgerHealthSnapshot>,
 }
 
 pub type SharedHealth = Arc<Mutex<HealthSnapshot>>;
@@ -117,5 +119,64 @@ pub fn register(meter: &Meter, health: &SharedHealth, exports: &Arc<ExportCounts
         .with_unit("{executable}")
         .with_description("Executables with a TLS stack of their own that got no probes: their calls are not metered")
         .with_callback(move |o| o.observe(read(&h).unprobed_executables, &[]))
+        .build();
+    register_ledger(meter, health);
+}
+
+fn register_ledger(meter: &Meter, health: &SharedHealth) {
+    let h = health.clone();
+    meter
+        .u64_observable_gauge("tokentap.agent.ledger.healthy")
+        .with_unit("1")
+        .with_description("1 while the usage ledger is written, 0 while it cannot be (records wait in memory)")
+        .with_callback(move |o| {
+            if let Some(l) = read(&h).ledger {
+                o.observe(u64::from(l.healthy), &[]);
+            }
+        })
+        .build();
+    let h = health.clone();
+    meter
+        .u64_observable_counter("tokentap.agent.ledger.records.written")
+        .with_unit("{record}")
+        .with_description("Usage records committed to the ledger")
+        .with_callback(move |o| {
+            if let Some(l) = read(&h).ledger {
+                o.observe(l.records_written, &[]);
+            }
+        })
+        .build();
+    let h = health.clone();
+    meter
+        .u64_observable_counter("tokentap.agent.ledger.records.dropped")
+        .with_unit("{record}")
+        .with_description("Usage records that never reached the ledger (pending records full, or left at shutdown)")
+        .with_callback(move |o| {
+            if let Some(l) = read(&h).ledger {
+                o.observe(l.records_dropped, &[]);
+            }
+        })
+        .build();
+    let h = health.clone();
+    meter
+        .u64_observable_gauge("tokentap.agent.ledger.records.pending")
+        .with_unit("{record}")
+        .with_description("Usage records waiting in memory to be committed to the ledger")
+        .with_callback(move |o| {
+            if let Some(l) = read(&h).ledger {
+                o.observe(l.records_pending, &[]);
+            }
+        })
+        .build();
+    let h = health.clone();
+    meter
+        .u64_observable_counter("tokentap.agent.ledger.commits.failed")
+        .with_unit("{attempt}")
+        .with_description("Failed attempts to open the ledger or commit a batch to it")
+        .with_callback(move |o| {
+            if let Some(l) = read(&h).ledger {
+                o.observe(l.commits_failed, &[]);
+            }
+        })
         .build();
 }
