@@ -27,6 +27,7 @@ pub mod fleet;
 pub mod go;
 pub mod http2;
 pub mod kube;
+pub mod ledger;
 pub mod metered;
 pub mod node;
 pub mod plain;

@@ -127,7 +127,6 @@ fn register_ledger(meter: &Meter, health: &SharedHealth) {
     let h = health.clone();
     meter
         .u64_observable_gauge("tokentap.agent.ledger.healthy")
-        .with_unit("1")
         .with_description("1 while the usage ledger is written, 0 while it cannot be (records wait in memory)")
         .with_callback(move |o| {
             if let Some(l) = read(&h).ledger {

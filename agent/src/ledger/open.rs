@@ -2,7 +2,7 @@
 //! schema (via [`schema::open_for_write`]), and the `meta` rows set once at creation.
 use std::{io::Read, path::Path};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
 use super::schema::{self, LedgerError, APPLICATION_ID};
 
@@ -31,10 +31,30 @@ pub fn check_header(path: &Path) -> Result<(), LedgerError> {
         return Err(foreign("not an SQLite database"));
     }
     let app = i32::from_be_bytes([header[68], header[69], header[70], header[71]]);
-    if app != APPLICATION_ID {
+    if app == APPLICATION_ID {
+        return Ok(());
+    }
+    // A new ledger's identity is written through the WAL: until the first checkpoint (or after
+    // a `kill -9` before it) the file's own header still says 0. Then SQLite reads the header
+    // through the log, on a read-only connection, which never checkpoints.
+    if app == 0 && header[18] == 2 && has_log(path) {
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|e| LedgerError::sqlite(path, e))?;
+        let app: i32 =
+            conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(|e| foreign(&e.to_string()))?;
+        if app == APPLICATION_ID {
+            return Ok(());
+        }
         return Err(foreign(&format!("application id {app:#x}, expected {APPLICATION_ID:#x}")));
     }
-    Ok(())
+    Err(foreign(&format!("application id {app:#x}, expected {APPLICATION_ID:#x}")))
+}
+
+fn has_log(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).is_ok_and(|m| m.len() > 0)
 }
 
 /// Opens the ledger for writing and makes sure its identity rows exist.
@@ -93,6 +113,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!((id2.as_str(), host.as_str()), (id.as_str(), "h1"));
+
+        // Killed before the first checkpoint: the identity is only in the log.
+        let fresh = dir.join("fresh.db");
+        std::mem::forget(open(&fresh, "h").unwrap());
+        let mut raw = [0u8; 72];
+        std::io::Read::read_exact(&mut std::fs::File::open(&fresh).unwrap(), &mut raw).unwrap();
+        assert_eq!(&raw[68..72], &[0, 0, 0, 0], "the header is still the empty database's");
+        open(&fresh, "h").unwrap();
 
         let text = dir.join("notes.txt");
         std::fs::write(&text, b"hello, not a database at all").unwrap();
