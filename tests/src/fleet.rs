@@ -13,11 +13,12 @@ use crate::agent::{agent_bin, READY_LINE, READY_TIMEOUT};
 use crate::env;
 
 /// One agent of the fleet. Each run writes its own usage log (`runs()`), so what each run
-/// metered stays apart.
+/// metered stays apart; every run writes the agent's one ledger, as a restarted host would.
 pub struct FleetAgent {
     pub name: String,
     pub dir: PathBuf,
     pub config: PathBuf,
+    pub ledger: PathBuf,
     /// Where `export.prometheus_listen` serves.
     pub metrics_port: u16,
     child: Option<Child>,
@@ -31,7 +32,8 @@ impl FleetAgent {
         std::fs::create_dir_all(&dir).expect("agent dir");
         let config = dir.join("tokentap.toml");
         std::fs::write(&config, config_toml).expect("write agent config");
-        let mut a = FleetAgent { name: name.into(), dir, config, metrics_port, child: None, runs: Vec::new() };
+        let ledger = dir.join("ledger.db");
+        let mut a = FleetAgent { name: name.into(), dir, config, ledger, metrics_port, child: None, runs: Vec::new() };
         a.run();
         a
     }
@@ -43,7 +45,8 @@ impl FleetAgent {
         let err = std::fs::File::create(&stderr).expect("agent stderr");
         let out = std::fs::File::create(self.dir.join(format!("agent-{n}.stdout"))).expect("agent stdout");
         let mut cmd = Command::new(agent_bin());
-        cmd.arg("run").arg("--usage-log").arg(&usage_log).arg("--config").arg(&self.config);
+        cmd.arg("run").arg("--usage-log").arg(&usage_log).arg("--ledger").arg(&self.ledger);
+        cmd.arg("--config").arg(&self.config);
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
             cmd.env_remove(key);

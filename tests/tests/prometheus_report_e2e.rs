@@ -1,9 +1,10 @@
 //! Fleet-wide reports from Prometheus, end to end: a real Prometheus scrapes two real agents
 //! (one of them stopped and restarted mid-way), real clients in systemd-unit cgroups make calls
 //! that a mapping file gives to two teams, and `tokentap report --prometheus URL --by team
-//! --format json` must give, per team, exactly what the agents metered (their usage logs,
-//! checked against the fake server's own log): calls, errors, tokens, estimated calls, cost to
-//! the cent — across the restart's counter reset and with no extrapolation.
+//! --format json` must give, per team, exactly what the agents metered: the two agents' ledgers
+//! merged (`report --ledger A --ledger B`) and their usage logs (checked against the fake
+//! server's own log) — calls, errors, tokens, estimated calls, cost to the cent — across the
+//! restart's counter reset and with no extrapolation.
 //!
 //! Both agents meter every process on the machine, so each call counts once per agent that was
 //! running. After the restart, some of the restarted agent's series count fewer calls than
