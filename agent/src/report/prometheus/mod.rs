@@ -72,7 +72,8 @@ impl PromSource {
         let endpoint = self.base.join("api/v1/query").map_err(|e| format!("{}: {e}", self.base))?;
         let url = Url::parse_with_params(endpoint.as_str(), &[("query", promql), ("time", &time_s.to_string())])
             .map_err(|e| format!("{endpoint}: {e}"))?;
-        let fail = |what: String| format!("{endpoint} (query {promql:?} at {time_s}): {what}");
+        let at = Timestamp::from_second(time_s).map(|t| t.to_string()).unwrap_or_else(|_| time_s.to_string());
+        let fail = |what: String| format!("{endpoint} (query {promql:?} at {at}): {what}");
         let resp = self.client.get(url).send().map_err(|e| fail(error_chain(&e)))?;
         let status = resp.status();
         let body = resp.bytes().map_err(|e| fail(format!("reading the answer: {}", error_chain(&e))))?;
