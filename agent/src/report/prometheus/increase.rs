@@ -4,7 +4,7 @@
 //! `tokentap_agent_start_time_seconds`, or, without it, a drop of the value) means the new value
 //! was counted from 0. `increase()`/`rate()` are not used: they extrapolate to the window's edges and
 //! give fractional calls.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::api::{Labels, Samples};
 use crate::money::{Pico, PICO_PER_USD};
@@ -106,6 +106,23 @@ pub fn agent_of<'a>(labels: &Labels, starts: &'a [(Labels, Samples)]) -> Option<
         .filter(|(id, _)| id.iter().all(|(k, v)| k == "__name__" || labels.get(k) == Some(v)))
         .max_by_key(|(id, _)| id.len())
         .map(|(_, s)| s)
+}
+
+/// Drops the baselines that belong to an earlier run of their agent. An agent exports every
+/// series of its run at every scrape, so when the agent was scraped just before the period
+/// (`recent` holds its start-time series) but a counter series was not, that series' last value
+/// is from a run before the current one, and the current run counted it from 0. (Its first
+/// sample in the period shows no new start time, so without this it would be read as an
+/// increase over the old run's value.)
+pub fn current_run_baselines(baselines: &mut HashMap<Labels, f64>, recent: &HashSet<Labels>) {
+    let up: Vec<&Labels> = recent.iter().filter(|l| l.get("__name__").is_some_and(|n| n == START_TIME)).collect();
+    baselines.retain(|labels, _| {
+        if recent.contains(labels) || labels.get("__name__").is_some_and(|n| n == START_TIME) {
+            return true;
+        }
+        let agent_up = up.iter().any(|id| id.iter().all(|(k, v)| k == "__name__" || labels.get(k) == Some(v)));
+        !agent_up
+    });
 }
 
 /// Adds one answer's series to `all`: a sample two overlapping windows both returned (range

@@ -1,4 +1,6 @@
 //! The arithmetic of reports from Prometheus, on answers shaped like the real API's.
+use std::collections::HashSet;
+
 use super::*;
 use crate::report::prometheus::api::parse;
 
@@ -150,4 +152,36 @@ fn series_belong_to_the_agent_whose_labels_they_carry() {
     let series = l(&[("__name__", "tokentap_cost_total"), ("instance", "b:1"), ("job", "tt"), ("tokentap_team", "x")]);
     assert_eq!(agent_of(&series, &starts).and_then(|s| s.get(&1)), Some(&2.0));
     assert!(agent_of(&l(&[("instance", "c:1")]), &starts).is_none());
+}
+
+#[test]
+fn a_baseline_from_an_earlier_run_of_a_running_agent_is_dropped() {
+    let l = |pairs: &[(&str, &str)]| -> Labels { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+    let start_a = l(&[("__name__", START_TIME), ("instance", "a:1")]);
+    let start_b = l(&[("__name__", START_TIME), ("instance", "b:1")]);
+    // a is up at the period start and exports `busy`, not `rare` (last seen in its previous run).
+    let busy = l(&[("__name__", "tokentap_requests_total"), ("instance", "a:1"), ("tokentap_team", "busy")]);
+    let rare = l(&[("__name__", "tokentap_requests_total"), ("instance", "a:1"), ("tokentap_team", "rare")]);
+    // b was down at the period start (Prometheus or the agent): its start time decides later.
+    let on_b = l(&[("__name__", "tokentap_requests_total"), ("instance", "b:1"), ("tokentap_team", "rare")]);
+    let mut baselines: HashMap<Labels, f64> = [
+        (start_a.clone(), 2.0),
+        (start_b.clone(), 1.0),
+        (busy.clone(), 10.0),
+        (rare.clone(), 4.0),
+        (on_b.clone(), 3.0),
+    ]
+    .into_iter()
+    .collect();
+    let recent: HashSet<Labels> = [start_a.clone(), busy.clone()].into_iter().collect();
+    current_run_baselines(&mut baselines, &recent);
+    assert_eq!(baselines.get(&busy), Some(&10.0));
+    assert_eq!(baselines.get(&rare), None, "counted from 0 by the current run");
+    assert_eq!(baselines.get(&on_b), Some(&3.0));
+    assert_eq!(baselines.get(&start_a), Some(&2.0));
+    // The current run's first sample of `rare`, 4 (not above the old 4): all 4 are the period's.
+    let s = samples(&[(H0_MS + 1000, 4.0)]);
+    let starts = samples(&[(H0_MS, 2.0), (H0_MS + 1000, 2.0)]);
+    let got = hourly_increase(baselines.get(&rare).copied(), &s, H0_MS, H0_MS + HOUR_MS, Some(&starts));
+    assert_eq!(got, BTreeMap::from([(H0, 4.0)]));
 }

@@ -5,7 +5,9 @@
 //! No extrapolation: raw samples are read with range selectors (`metric[1h]` evaluated at the
 //! end of each hour of the period, so each answer stays small), the baseline is each series'
 //! last sample at or before the period start (within [`BASELINE_LOOKBACK`]; a series first
-//! seen inside the period counts from 0, as the agent's counter did), and the increases
+//! seen inside the period counts from 0, as the agent's counter did, and so does a series that
+//! a running agent did not export just before the period: its last value is from an earlier
+//! run), and the increases
 //! between consecutive samples are summed. After an agent restart the new value counts in full:
 //! a restart is a new `tokentap_agent_start_time_seconds` of the agent whose labels
 //! (`instance`, `job`) the series carries, or, for agents that do not export it, a drop of the
@@ -25,7 +27,7 @@
 pub mod api;
 pub mod increase;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -37,6 +39,9 @@ use crate::report::rows::{Period, Row, UsageSource};
 
 /// How far before the period start a series' last sample is looked for.
 pub const BASELINE_LOOKBACK: &str = "7d";
+/// A series scraped this recently before the period start was exported by its agent's run then
+/// (Prometheus's own staleness window: longer than any sane scrape or export interval).
+const RECENT: &str = "5m";
 const TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -135,6 +140,15 @@ impl UsageSource for PromSource {
             }
         }
         let selector = counters_selector();
+        // Which series the agents exported just before the period: a running agent exports
+        // every series of its run at each scrape.
+        let recent: HashSet<Labels> = self
+            .query(&format!("{selector}[{RECENT}]"), from_ms / 1000, None)?
+            .into_iter()
+            .filter(|(_, s)| s.range(..=from_ms).next().is_some())
+            .map(|(l, _)| l)
+            .collect();
+        increase::current_run_baselines(&mut baselines, &recent);
         let now_ms = Timestamp::now().as_millisecond();
         let mut series: HashMap<Labels, Samples> = HashMap::new();
         let mut start = from_ms;
