@@ -53,6 +53,7 @@ pub const METRICS: &[(&str, &str, Kind)] = &[
     ("tokentap.tokens.cached_input", "{token}", Kind::Counter),
     ("tokentap.tokens.reasoning", "{token}", Kind::Counter),
     ("tokentap.requests", "{request}", Kind::Counter),
+    ("tokentap.requests.failed", "{request}", Kind::Counter),
     ("tokentap.cost", "USD", Kind::Counter),
     ("tokentap.calls.unpriced", "{call}", Kind::Counter),
     ("tokentap.agent.events.lost", "{event}", Kind::Counter),
@@ -64,11 +65,13 @@ pub const METRICS: &[(&str, &str, Kind)] = &[
     ("tokentap.agent.calls.unattributed", "{call}", Kind::Counter),
     ("tokentap.capture.calls", "{call}", Kind::Counter),
     ("tokentap.agent.executables.unprobed", "{executable}", Kind::Gauge),
+    ("tokentap.agent.start_time", "s", Kind::Gauge),
 ];
 
 /// Per-call counters, in the order they are checked.
 pub const CALL_COUNTERS: &[&str] = &[
     "tokentap.requests",
+    "tokentap.requests.failed",
     "tokentap.tokens.input",
     "tokentap.tokens.output",
     "tokentap.tokens.cached_input",

@@ -23,6 +23,7 @@ pub mod clients;
 pub mod collector;
 pub mod env;
 pub mod expect;
+pub mod fleet;
 pub mod go;
 pub mod http2;
 pub mod invoice_check;

@@ -119,6 +119,8 @@ impl MeteredCall {
             ("k8s_namespace", "k8s.namespace.name"),
             ("k8s_workload", "tokentap.k8s.workload.name"),
             ("k8s_workload_kind", "tokentap.k8s.workload.kind"),
+            ("user", "user.name"),
+            ("systemd_unit", "tokentap.systemd.unit"),
         ] {
             if let Some(v) = record[field].as_str() {
                 attribution.insert(key.into(), v.into());

@@ -118,10 +118,11 @@ fn grpc_export_matches_the_server_usage_exactly() {
     // Attribution as the mapping says (the metric checks take it from the records).
     let curl = &calls[1].attribution;
     let want = json!({"tokentap.team": "ops", "tokentap.cost_center": "cc-7", "tokentap.product": "metering",
-        "tokentap.tenant": "acme", "tokentap.app": "curl-app", "process.executable.name": "curl"});
+        "tokentap.tenant": "acme", "tokentap.app": "curl-app", "process.executable.name": "curl", "user.name": "root"});
     assert_eq!(Value::Object(curl.clone()), want, "curl's attribution");
     for (c, run) in calls.iter().zip(&runs).filter(|(_, r)| r.what != "curl") {
-        let want = json!({"tokentap.team": "unattributed", "process.executable.name": exe_name(run)});
+        let want =
+            json!({"tokentap.team": "unattributed", "process.executable.name": exe_name(run), "user.name": "root"});
         assert_eq!(Value::Object(c.attribution.clone()), want, "{}'s attribution", run.what);
         assert!(exe_name(run).starts_with("python"), "python client exe");
     }

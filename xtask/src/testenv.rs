@@ -90,6 +90,8 @@ fn ensure_system_tools() -> Result<()> {
         ("go", "golang-go"),
         // The GnuTLS client of tests/tests/gnutls_e2e.rs (pulls in libgnutls30).
         ("gnutls-cli", "gnutls-bin"),
+        // The Prometheus that tests/tests/prometheus_report_e2e.rs starts and reports from.
+        ("prometheus", "prometheus"),
         // `tokentap top` is driven in a real terminal by tests/tests/top_e2e.rs.
         ("tmux", "tmux"),
         // Headless Chromium opens the HTML report and invoices (report_e2e.rs, invoice_e2e.rs).

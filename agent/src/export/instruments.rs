@@ -33,6 +33,7 @@ pub struct Instruments {
     cached_input: Counter<u64>,
     reasoning: Counter<u64>,
     requests: Counter<u64>,
+    failed: Counter<u64>,
     cost: Counter<f64>,
     unpriced: Counter<u64>,
     latest: Option<Latest>,
@@ -96,6 +97,11 @@ impl Instruments {
                 .with_unit("{request}")
                 .with_description("Calls to AI API endpoints, whether or not their usage could be read")
                 .build(),
+            failed: meter
+                .u64_counter("tokentap.requests.failed")
+                .with_unit("{request}")
+                .with_description("Calls that failed: HTTP status >= 400 or a provider error")
+                .build(),
             cost: meter
                 .f64_counter("tokentap.cost")
                 .with_unit("USD")
@@ -113,6 +119,10 @@ impl Instruments {
     pub fn record(&self, r: &UsageRecord, labels: &RecordLabels) {
         let common = labels.common.as_slice();
         self.requests.add(1, common);
+        let failed = failed(r);
+        if failed {
+            self.failed.add(1, common);
+        }
         self.input.add(r.input_tokens, common);
         self.output.add(r.output_tokens, common);
         self.cached_input.add(r.cached_input_tokens, common);
@@ -132,7 +142,6 @@ impl Instruments {
             l.reasoning.add(r.reasoning_tokens, &with_modality);
         }
         let semconv = common;
-        let failed = r.error_type.is_some() || r.http_status >= 400;
         if !failed || r.input_tokens + r.output_tokens > 0 {
             for (kind, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {
                 let mut kv = semconv.to_vec();
@@ -151,10 +160,20 @@ impl Instruments {
         }
     }
 
-    /// A call to an AI endpoint whose usage could not be read still counts as a request.
-    pub fn record_unparsed(&self, labels: &[KeyValue]) {
+    /// A call to an AI endpoint whose usage could not be read still counts as a request (and
+    /// as a failure when its status says so).
+    pub fn record_unparsed(&self, r: &UsageRecord, labels: &[KeyValue]) {
         self.requests.add(1, labels);
+        if failed(r) {
+            self.failed.add(1, labels);
+        }
     }
+}
+
+/// A failed call: HTTP status >= 400 or a provider error. The same rule as the ledger's
+/// `IS_ERROR_SQL`, so reports from Prometheus count the errors reports from ledgers do.
+pub fn failed(r: &UsageRecord) -> bool {
+    r.error_type.is_some() || r.http_status >= 400
 }
 
 #[cfg(test)]

@@ -76,6 +76,9 @@ impl Labels {
         self.push(kv, "k8s.container.name", r.k8s_container.as_deref());
         let exe_name = r.exe.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or(&r.comm);
         self.push(kv, "process.executable.name", Some(exe_name));
+        // Reports group by user and unit (`--by user`, `--by unit`): bounded like every key.
+        self.push(kv, "user.name", r.user.as_deref());
+        self.push(kv, "tokentap.systemd.unit", r.systemd_unit.as_deref());
         if self.include_pod {
             self.push(kv, "k8s.pod.name", r.k8s_pod.as_deref());
         }

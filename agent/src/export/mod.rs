@@ -11,6 +11,7 @@ pub mod instruments;
 pub mod labels;
 pub mod otlp;
 pub mod prometheus;
+pub mod start;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -167,6 +168,7 @@ impl Exporter {
         let instruments = Instruments::new(&meter, latest);
         let health = SharedHealth::default();
         health::register(&meter, &health, &exports);
+        start::register(&meter);
         Ok(Some(Exporter {
             provider,
             instruments,
@@ -186,7 +188,7 @@ impl Exporter {
     /// A call to an AI endpoint whose usage could not be read (`r` carries zero tokens).
     pub fn record_unparsed(&mut self, r: &UsageRecord) {
         let labels = self.labels.for_record(r);
-        self.instruments.record_unparsed(&labels.common);
+        self.instruments.record_unparsed(r, &labels.common);
     }
 
     /// Refreshes what the health instruments report.

@@ -7,6 +7,7 @@
 pub mod format;
 pub mod invoice;
 pub mod period;
+pub mod prometheus;
 pub mod rows;
 #[cfg(test)]
 pub(crate) mod test_ledger;
@@ -137,13 +138,14 @@ pub fn parse_by(values: &[String]) -> Result<Vec<Dim>, String> {
 /// The rows' source: `--prometheus`, else the `--ledger` files, else the configured ledger.
 enum Source {
     Ledgers(LedgerSource),
-    // Prometheus(prometheus::PromSource),
+    Prometheus(prometheus::PromSource),
 }
 
 impl Source {
     fn as_dyn(&self) -> &dyn UsageSource {
         match self {
             Source::Ledgers(l) => l,
+            Source::Prometheus(p) => p,
         }
     }
 
@@ -158,10 +160,7 @@ impl Source {
 
 fn open_source(args: &ReportArgs) -> Result<Source, Failure> {
     if let Some(url) = &args.prometheus {
-        // MERGE (prometheus branch): replace this arm's body with
-        // `return Ok(Source::Prometheus(prometheus::PromSource::new(url).map_err(Failure::Input)?));`
-        // and the commented variant above.
-        return Err(Failure::Input(format!("--prometheus {url}: not available in this build")));
+        return Ok(Source::Prometheus(prometheus::PromSource::new(url).map_err(Failure::Input)?));
     }
     let paths =
         if args.ledger.is_empty() { vec![configured_ledger(args.config.as_deref())?] } else { args.ledger.clone() };
@@ -189,6 +188,7 @@ fn no_calls_message(source: &Source, period: &Period) -> Result<String, Failure>
             }
             None => "; they hold no calls at all".to_string(),
         },
+        Source::Prometheus(_) => " in its tokentap_* counters".to_string(),
     };
     Ok(format!("{}: no calls from {range}{held} (choose the period with --month or --from/--to)", source.describe()))
 }
