@@ -79,6 +79,10 @@ fn bad_arguments_name_the_argument() {
     let err = refused(&["--ledger", p, "--by", "team,colour"], &["--by", "\"colour\"", "cost_center"], &[&path]);
     assert!(!err.contains(p), "arguments are checked before any file is opened: {err}");
     refused(&["--ledger", p, "--by", "team,team"], &["--by", "twice"], &[&path]);
+    let out_dir = dir.join("invoices");
+    let o = out_dir.to_str().unwrap();
+    refused(&["--ledger", p, "--invoice", "--by", "cost_center,team", "-o", o], &["--by", "one key"], &[&path]);
+    assert!(!out_dir.exists(), "nothing written for a refused invoice run");
     refused(&["--ledger", p, "--from", "2026-11-02", "--to", "2026-11-02"], &["empty period", "--from"], &[&path]);
     refused(&["--ledger", p, "--from", "2026-11-03T00:00:00Z", "--to", "2026-11-02"], &["empty period"], &[&path]);
     refused(&["--ledger", p, "--month", "2026-13"], &["--month", "2026-13"], &[&path]);

@@ -75,6 +75,13 @@ pub fn run(args: &ReportArgs) -> ExitCode {
 pub fn execute(args: &ReportArgs, now: Timestamp) -> Result<Vec<PathBuf>, Failure> {
     // Arguments first: a typo fails fast, before any file is opened.
     let by = parse_by(&args.by).map_err(Failure::Input)?;
+    if args.invoice && by.len() > 1 {
+        let keys: Vec<&str> = by.iter().map(|d| d.name()).collect();
+        return Err(Failure::Input(format!(
+            "--by: an invoice is per value of one key (e.g. --by cost_center), not of {}",
+            keys.join(",")
+        )));
+    }
     let period = period::resolve(
         PeriodArgs {
             month: args.month.as_deref(),
@@ -92,7 +99,7 @@ pub fn execute(args: &ReportArgs, now: Timestamp) -> Result<Vec<PathBuf>, Failur
     }
     if args.invoice {
         let dir = args.output.as_deref().ok_or_else(|| Failure::Input("--invoice: needs --output DIR".into()))?;
-        // One invoice per value of the first `--by` key (e.g. `--by cost_center`).
+        // One invoice per value of the `--by` key (e.g. `--by cost_center`).
         return invoice::write(&rows, &period, by[0], dir, &source.describe()).map_err(Failure::Unreadable);
     }
     let report = Report::new(rows, period, by, source.describe());
