@@ -230,6 +230,57 @@ pub fn base_record(tracked: &TrackedExchange, who: &Attributed<'_>, clock: &Cloc
 }
 
 #[cfg(test)]
+impl UsageRecord {
+    /// A successful, reported, unpriced chat call from `python3` to gpt-4o, for unit tests to
+    /// change what they test (`UsageRecord { pid: 9, ..UsageRecord::sample() }`).
+    pub fn sample() -> UsageRecord {
+        UsageRecord {
+            ts: "2026-11-28T10:00:00.5Z".into(),
+            pid: 7,
+            comm: "python3".into(),
+            exe: "/usr/bin/python3".into(),
+            cgroup_id: 1,
+            provider: "openai",
+            operation: "chat",
+            server_address: "api.openai.com".into(),
+            server_port: 443,
+            request_model: Some("gpt-4o".into()),
+            response_model: None,
+            input_tokens: 100,
+            output_tokens: 20,
+            cached_input_tokens: 0,
+            reasoning_tokens: 0,
+            usage_source: "reported",
+            streaming: false,
+            http_status: 200,
+            duration_ms: 1.5,
+            time_to_first_chunk_ms: None,
+            tls_library: "openssl",
+            truncated: false,
+            error_type: None,
+            uid: Some(0),
+            user: Some("root".into()),
+            container_id: None,
+            container_runtime: None,
+            k8s_namespace: None,
+            k8s_pod: None,
+            k8s_workload: None,
+            k8s_workload_kind: None,
+            k8s_container: None,
+            k8s_node: None,
+            systemd_unit: None,
+            team: "ml".into(),
+            cost_center: None,
+            product: None,
+            tenant: None,
+            app: None,
+            cost_usd: None,
+            cost: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

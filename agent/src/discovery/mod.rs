@@ -204,7 +204,7 @@ impl Discovery {
                     // program can finish within the ~10-30 ms that takes, and its
                     // /proc/PID/root path goes with it): let its next exec try again.
                     self.executables_seen.remove(&inode);
-                    tracing::warn!(exe = %target.display(), error = %error_chain(&e), "not probing this executable");
+                    tracing::warn!(exe = %target.display(), error = %crate::errors::chain(&e), "not probing this executable");
                 }
             }
         }
@@ -259,16 +259,4 @@ fn stable_path(pid: u32, path: &Path) -> PathBuf {
         }
     }
     via_proc
-}
-
-/// `error: cause: cause`, so that a failed attach names the system call's errno.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use super::build::{Invoice, Kind, Line};
 use super::format::{period_ends, price_text};
+use crate::report::format::html::esc;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse;width:100%;margin-top:1em}\
@@ -121,20 +122,4 @@ fn title_case(name: &str) -> String {
     let name = name.replace('_', " ");
     let mut c = name.chars();
     c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
-}
-
-/// HTML text and attribute escaping.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(ch),
-        }
-    }
-    out
 }

@@ -79,9 +79,9 @@ impl PromSource {
             .map_err(|e| format!("{endpoint}: {e}"))?;
         let at = Timestamp::from_second(time_s).map(|t| t.to_string()).unwrap_or_else(|_| time_s.to_string());
         let fail = |what: String| format!("{endpoint} (query {promql:?} at {at}): {what}");
-        let resp = self.client.get(url).send().map_err(|e| fail(error_chain(&e)))?;
+        let resp = self.client.get(url).send().map_err(|e| fail(crate::errors::chain(&e)))?;
         let status = resp.status();
-        let body = resp.bytes().map_err(|e| fail(format!("reading the answer: {}", error_chain(&e))))?;
+        let body = resp.bytes().map_err(|e| fail(format!("reading the answer: {}", crate::errors::chain(&e))))?;
         if !status.is_success() {
             // Prometheus explains a refused query in a JSON body; anything else is summarised.
             let why = serde_json::from_slice::<serde_json::Value>(&body)
@@ -93,18 +93,6 @@ impl PromSource {
         }
         api::parse(&body, name).map_err(fail)
     }
-}
-
-/// An error with its causes (reqwest's own message says little: "error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Every series a report reads: the counters and the agents' start times.
