@@ -66,6 +66,11 @@ pub const METRICS: &[(&str, &str, Kind)] = &[
     ("tokentap.capture.calls", "{call}", Kind::Counter),
     ("tokentap.agent.executables.unprobed", "{executable}", Kind::Gauge),
     ("tokentap.agent.start_time", "s", Kind::Gauge),
+    ("tokentap.agent.ledger.healthy", "", Kind::Gauge),
+    ("tokentap.agent.ledger.records.written", "{record}", Kind::Counter),
+    ("tokentap.agent.ledger.records.dropped", "{record}", Kind::Counter),
+    ("tokentap.agent.ledger.records.pending", "{record}", Kind::Gauge),
+    ("tokentap.agent.ledger.commits.failed", "{attempt}", Kind::Counter),
 ];
 
 /// Per-call counters, in the order they are checked.
