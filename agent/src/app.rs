@@ -59,6 +59,10 @@ enum Sink {
     Summary(Summary),
 }
 
+/// How long an exit notice waits before the process's connections and identity are dropped
+/// (see [`Agent::drain`]): far longer than a BPF program holds a ring reservation.
+const EXIT_GRACE_NS: u64 = 20_000_000;
+
 struct Agent {
     capture: Capture,
     tracker: Tracker,
@@ -78,6 +82,8 @@ struct Agent {
     sink: Sink,
     body_cap: usize,
     idle_ns: u64,
+    /// Exit notices read but not handled yet, with the monotonic time each was read.
+    pending_exits: Vec<(u32, u64)>,
 }
 
 pub async fn run(config: Config) -> Result<(), AppError> {
@@ -145,6 +151,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         sink,
         body_cap: config.capture.max_body_bytes,
         idle_ns: config.capture.idle_timeout_secs * 1_000_000_000,
+        pending_exits: Vec::new(),
     };
     agent.stats.libraries_attached = agent.discovery.attached.len();
     tracing::info!(
@@ -250,35 +257,51 @@ impl Agent {
 
     /// Process notices, then data, then exits. An exec is handled before the data that follows
     /// it, so a short-lived client is named while it exists (or by what the kernel saw of it);
-    /// an exit after all data, because a process's last reads precede its exit notice.
+    /// an exit after all its data. A process's last records precede its exit notice in time, but
+    /// the data ring's reader stops at a record another CPU has reserved and not yet committed,
+    /// so they can still be unread when the exit notice is: an exit is handled only once it has
+    /// waited [`EXIT_GRACE_NS`] and a drain of the data ring has run since (at the latest on the
+    /// next tick).
     fn drain(&mut self, data: &mut RingBuf<MapData>, proc: &mut RingBuf<MapData>) {
-        let exits = self.drain_proc(proc);
+        let now = self.clock.monotonic_now_ns();
+        self.drain_proc(proc, now);
         self.drain_data(data);
-        let mut out = Output::default();
-        for tgid in exits {
-            let now = self.clock.monotonic_now_ns();
-            self.check_lost(&self.tracker.connections_of(tgid));
-            self.tracker.on_exit(tgid, now, &mut out);
-            self.apply(&mut out);
-            self.discovery.on_exit(tgid);
-            self.identity.remove(tgid);
+        let ripe = now.saturating_sub(EXIT_GRACE_NS);
+        let due: Vec<u32> = self.pending_exits.iter().filter(|(_, seen)| *seen <= ripe).map(|(t, _)| *t).collect();
+        self.pending_exits.retain(|(_, seen)| *seen > ripe);
+        for tgid in due {
+            self.handle_exit(tgid);
         }
     }
 
-    /// Handles exec and library notices; returns the processes that exited, in order.
-    fn drain_proc(&mut self, ring: &mut RingBuf<MapData>) -> Vec<u32> {
-        let mut exits = Vec::new();
+    fn handle_exit(&mut self, tgid: u32) {
+        let mut out = Output::default();
+        let now = self.clock.monotonic_now_ns();
+        self.check_lost(&self.tracker.connections_of(tgid));
+        self.tracker.on_exit(tgid, now, &mut out);
+        self.apply(&mut out);
+        self.discovery.on_exit(tgid);
+        self.identity.remove(tgid, now);
+    }
+
+    /// Handles exec and library notices; queues exits (read at `now`).
+    fn drain_proc(&mut self, ring: &mut RingBuf<MapData>, now: u64) {
         while let Some(item) = ring.next() {
             let record = capture::decode_proc(&item);
             drop(item);
             match record {
                 Ok(ProcRecord::Exec { tgid, ts_ns, seen }) => {
+                    // A new process that reused an exited one's pid: the old one ends first.
+                    if let Some(i) = self.pending_exits.iter().position(|(t, _)| *t == tgid) {
+                        self.pending_exits.remove(i);
+                        self.handle_exit(tgid);
+                    }
                     self.identity.on_exec(tgid, ts_ns, self.clock.monotonic_now_ns(), &seen);
                     // At once: a program's first TLS call may follow its exec within milliseconds.
                     self.discovery.consider_executable(&mut self.capture, tgid);
                     self.discovery.on_exec(tgid, Instant::now());
                 }
-                Ok(ProcRecord::Exit { tgid }) => exits.push(tgid),
+                Ok(ProcRecord::Exit { tgid }) => self.pending_exits.push((tgid, now)),
                 Ok(ProcRecord::LibOpen { tgid, path }) => {
                     self.discovery.on_lib_open(&mut self.capture, tgid, &path);
                     self.stats.libraries_attached = self.discovery.attached.len();
@@ -286,7 +309,6 @@ impl Agent {
                 Err(e) => self.stats.failure(e.reason()),
             }
         }
-        exits
     }
 
     /// Before connections end: the kernel's loss marks of calls no chunk reported (the last

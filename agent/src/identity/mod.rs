@@ -66,13 +66,21 @@ pub fn workload(pid: u32, info: &ProcessInfo, pods: Option<&PodCache>) -> Worklo
 /// discard an identity read after that exec.
 pub struct Resolver {
     entries: HashMap<u32, (ProcessInfo, u64)>,
+    /// Identities of processes whose exit was handled, with the monotonic time of the exit:
+    /// a data record can still follow the exit notice (the data ring's reader stops at a record
+    /// another CPU has reserved but not yet committed, so a process's last chunks may be read a
+    /// drain after its exit), and by then `/proc` has nothing left to say about it.
+    departed: HashMap<u32, (ProcessInfo, u64, u64)>,
     users: Users,
     pods: Option<PodCache>,
 }
 
+/// How long a departed process's identity is kept for its late records.
+const DEPARTED_NS: u64 = 5_000_000_000;
+
 impl Resolver {
     pub fn new(pods: Option<PodCache>) -> Resolver {
-        Resolver { entries: HashMap::new(), users: Users::new(), pods }
+        Resolver { entries: HashMap::new(), departed: HashMap::new(), users: Users::new(), pods }
     }
 
     pub fn pods(&self) -> Option<&PodCache> {
@@ -81,10 +89,19 @@ impl Resolver {
 
     /// Resolves `pid` if not known yet; `now_ns` is the monotonic time of the read.
     pub fn observe(&mut self, pid: u32, now_ns: u64) {
-        if !self.entries.contains_key(&pid) {
-            let info = ProcessInfo::read(pid, &mut self.users);
-            self.entries.insert(pid, (info, now_ns));
+        if self.entries.contains_key(&pid) {
+            return;
         }
+        // A late record of a process that exited moments ago. A new process that reused the
+        // pid is told apart by its exec notice (an identity read before an exec is replaced).
+        if let Some((info, read_ns, _)) =
+            self.departed.remove(&pid).filter(|(_, _, gone_ns)| now_ns.saturating_sub(*gone_ns) < DEPARTED_NS)
+        {
+            self.entries.insert(pid, (info, read_ns));
+            return;
+        }
+        let info = ProcessInfo::read(pid, &mut self.users);
+        self.entries.insert(pid, (info, now_ns));
     }
 
     pub fn workload(&mut self, pid: u32, now_ns: u64) -> Workload {
@@ -114,8 +131,12 @@ impl Resolver {
         }
     }
 
-    pub fn remove(&mut self, pid: u32) {
-        self.entries.remove(&pid);
+    /// `pid` exited at `now_ns`: its identity is kept a few seconds for late records.
+    pub fn remove(&mut self, pid: u32, now_ns: u64) {
+        self.departed.retain(|_, (_, _, gone_ns)| now_ns.saturating_sub(*gone_ns) < DEPARTED_NS);
+        if let Some((info, read_ns)) = self.entries.remove(&pid) {
+            self.departed.insert(pid, (info, read_ns, now_ns));
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -161,7 +182,22 @@ mod tests {
         assert!(!w.exe.is_empty());
         assert_eq!(w.uid, Some(unsafe { libc::getuid() }));
         assert!(!w.cgroup.path.is_empty(), "this process has a cgroup");
-        cache.remove(me);
+        cache.remove(me, 400);
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_late_record_of_a_departed_process_keeps_its_identity() {
+        // No such pid: /proc says nothing, as for a process whose exit was already handled.
+        let gone = u32::MAX - 9;
+        let mut cache = Resolver::new(None);
+        let seen = ExecSeen { comm: "python".into(), filename: "/bin/sh".into(), uid: 0 };
+        cache.on_exec(gone, 10, 20, &seen);
+        cache.remove(gone, 1_000);
+        assert!(cache.is_empty());
+        assert_eq!(cache.workload(gone, 2_000).comm, "python", "a late chunk, read after the exit");
+        cache.remove(gone, 3_000);
+        // Long after: a new process with that pid is read afresh (here: nothing to read).
+        assert_eq!(cache.workload(gone, 3_000 + DEPARTED_NS).comm, "");
     }
 }
