@@ -65,12 +65,16 @@ impl Tmux {
         }
     }
 
-    /// `Some(status)` once the program has exited.
+    /// `Some(status)` once the program has exited; a program killed by signal N is `128 + N`,
+    /// as a shell would say.
     pub fn exit_status(&self) -> Option<i32> {
-        let s = self.run(&["display-message", "-p", "-t", "t", "#{pane_dead} #{pane_dead_status}"]);
-        let mut it = s.split_whitespace();
-        match (it.next(), it.next()) {
-            (Some("1"), Some(code)) => code.parse().ok(),
+        let s = self.run(&["display-message", "-p", "-t", "t", "#{pane_dead}:#{pane_dead_status}:#{pane_pid}"]);
+        let mut it = s.trim().split(':');
+        match (it.next(), it.next(), it.next()) {
+            (Some("1"), Some(code), _) if !code.is_empty() => code.parse().ok(),
+            // The tmux server sometimes reaps its pane's program only seconds after it exited
+            // (seen on the CI machines): the kernel already has the status of the zombie.
+            (_, _, Some(pid)) => zombie_status(pid),
             _ => None,
         }
     }
@@ -93,4 +97,18 @@ impl Drop for Tmux {
         let _ = self.cmd().arg("kill-server").output();
         let _ = std::fs::remove_file(&self.socket);
     }
+}
+
+/// The exit status of `pid` if it is a zombie, from `/proc/PID/stat` (field 52, `exit_code`, in
+/// `waitpid` form).
+fn zombie_status(pid: &str) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if fields.first() != Some(&"Z") {
+        return None;
+    }
+    // `fields[0]` is field 3 (state), so field 52 is `fields[49]`.
+    let code: i32 = fields.get(49)?.parse().ok()?;
+    Some(if code & 0x7f == 0 { (code >> 8) & 0xff } else { 128 + (code & 0x7f) })
 }
