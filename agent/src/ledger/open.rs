@@ -1,65 +1,13 @@
-//! Opening the ledger for the writer: a look at the file's header before SQLite touches it, the
-//! schema (via [`schema::open_for_write`]), and the `meta` rows set once at creation.
+//! Opening the ledger for the writer: the file and schema (via [`schema::open_for_write`], which
+//! refuses a foreign file untouched) and the `meta` rows set once at creation.
 use std::{io::Read, path::Path};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
-use super::schema::{self, LedgerError, APPLICATION_ID};
-
-/// The 100-byte SQLite header: magic, then `user_version` at 60 and `application_id` at 68.
-const MAGIC: &[u8; 16] = b"SQLite format 3\0";
-
-/// Refuses, from its first bytes alone, a file that is not (or not yet) a tokentap ledger.
-/// Opening a foreign SQLite database is not harmless: a WAL-mode one gets its log checkpointed
-/// into the file when the last connection closes. An empty file is a ledger to be.
-pub fn check_header(path: &Path) -> Result<(), LedgerError> {
-    let foreign = |reason: &str| LedgerError::Foreign { file: path.display().to_string(), reason: reason.into() };
-    let mut file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(LedgerError::sqlite(path, format!("cannot read: {e}"))),
-    };
-    let mut header = Vec::with_capacity(100);
-    file.by_ref()
-        .take(100)
-        .read_to_end(&mut header)
-        .map_err(|e| LedgerError::sqlite(path, format!("cannot read: {e}")))?;
-    if header.is_empty() {
-        return Ok(());
-    }
-    if header.len() < 100 || &header[..16] != MAGIC {
-        return Err(foreign("not an SQLite database"));
-    }
-    let app = i32::from_be_bytes([header[68], header[69], header[70], header[71]]);
-    if app == APPLICATION_ID {
-        return Ok(());
-    }
-    // A new ledger's identity is written through the WAL: until the first checkpoint (or after
-    // a `kill -9` before it) the file's own header still says 0. Then SQLite reads the header
-    // through the log, on a read-only connection, which never checkpoints.
-    if app == 0 && header[18] == 2 && has_log(path) {
-        let conn =
-            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .map_err(|e| LedgerError::sqlite(path, e))?;
-        let app: i32 =
-            conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(|e| foreign(&e.to_string()))?;
-        if app == APPLICATION_ID {
-            return Ok(());
-        }
-        return Err(foreign(&format!("application id {app:#x}, expected {APPLICATION_ID:#x}")));
-    }
-    Err(foreign(&format!("application id {app:#x}, expected {APPLICATION_ID:#x}")))
-}
-
-fn has_log(path: &Path) -> bool {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    std::fs::metadata(wal).is_ok_and(|m| m.len() > 0)
-}
+use super::schema::{self, LedgerError};
 
 /// Opens the ledger for writing and makes sure its identity rows exist.
 pub fn open(path: &Path, host: &str) -> Result<Connection, LedgerError> {
-    check_header(path)?;
     let conn = schema::open_for_write(path)?;
     ensure_meta(&conn, host).map_err(|e| LedgerError::sqlite(path, e))?;
     Ok(conn)
@@ -128,7 +76,7 @@ mod tests {
         assert_eq!(std::fs::read(&text).unwrap(), b"hello, not a database at all");
 
         let other = dir.join("other.db");
-        let c = Connection::open(&other).unwrap();
+        let c = rusqlite::Connection::open(&other).unwrap();
         c.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
         let before = std::fs::read(&other).unwrap();
         let e = open(&other, "h").unwrap_err();

@@ -8,7 +8,8 @@
 //!
 //! Money is exact: prices are micro-USD per 1M tokens, costs pico-USD (see [`crate::money`]),
 //! as INTEGER columns. NULL prices and cost: the model was not in the pricing table.
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 use thiserror::Error;
@@ -158,9 +159,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
     // absent, and leaves them. No `-wal` file means no writer has the ledger open (a writer's
     // connection keeps it) and every commit is in the main file: that is read as immutable,
     // creating nothing. With a `-wal` (a running agent, or one killed), reads go through it.
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let immutable = !Path::new(&wal).exists();
+    let immutable = !wal_path(path).exists();
     let uri = format!("{}?mode=ro{}", file_uri(path), if immutable { "&immutable=1" } else { "" });
     let conn = Connection::open_with_flags(
         uri,
@@ -187,8 +186,10 @@ fn file_uri(path: &Path) -> String {
 }
 
 /// Opens (creating it if absent, mode 0600) the ledger for writing: WAL, schema migrated to
-/// [`SCHEMA_VERSION`]. A file that exists but is not a tokentap ledger is refused untouched.
+/// [`SCHEMA_VERSION`]. A file that exists but is not a tokentap ledger is refused untouched: its
+/// header is read before SQLite opens it.
 pub fn open_for_write(path: &Path) -> Result<Connection, LedgerError> {
+    check_header(path)?;
     let existed = path.exists();
     if !existed {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -221,6 +222,62 @@ fn create_private(path: &Path) -> Result<(), LedgerError> {
         .open(path)
         .map(drop)
         .map_err(|e| LedgerError::sqlite(path, format!("cannot create: {e}")))
+}
+
+/// The 100-byte SQLite header: magic, then `user_version` at 60 and `application_id` at 68.
+const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Refuses, from its first bytes alone, a file that is not (or not yet) a tokentap ledger.
+/// Opening a foreign SQLite database is not harmless: a WAL-mode one gets its log checkpointed
+/// into the file when the last connection closes. An empty file is a ledger to be.
+fn check_header(path: &Path) -> Result<(), LedgerError> {
+    let foreign = |reason: &str| LedgerError::Foreign { file: path.display().to_string(), reason: reason.into() };
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LedgerError::sqlite(path, format!("cannot read: {e}"))),
+    };
+    let mut header = Vec::with_capacity(100);
+    file.by_ref()
+        .take(100)
+        .read_to_end(&mut header)
+        .map_err(|e| LedgerError::sqlite(path, format!("cannot read: {e}")))?;
+    if header.is_empty() {
+        return Ok(());
+    }
+    if header.len() < 100 || &header[..16] != MAGIC {
+        return Err(foreign("not an SQLite database"));
+    }
+    let app = i32::from_be_bytes([header[68], header[69], header[70], header[71]]);
+    if app == APPLICATION_ID {
+        return Ok(());
+    }
+    // A new ledger's identity is written through the WAL: until the first checkpoint (or after
+    // a `kill -9` before it) the file's own header still says 0. Then SQLite reads the header
+    // through the log, on a read-only connection, which never checkpoints.
+    if app == 0 && header[18] == 2 && has_log(path) {
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|e| LedgerError::sqlite(path, e))?;
+        let app: i32 =
+            conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(|e| foreign(&e.to_string()))?;
+        if app == APPLICATION_ID {
+            return Ok(());
+        }
+        return Err(foreign(&format!("application id {app:#x}, expected {APPLICATION_ID:#x}")));
+    }
+    Err(foreign(&format!("application id {app:#x}, expected {APPLICATION_ID:#x}")))
+}
+
+fn has_log(path: &Path) -> bool {
+    std::fs::metadata(wal_path(path)).is_ok_and(|m| m.len() > 0)
+}
+
+/// The ledger's write-ahead log, next to it.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
 }
 
 /// Application id and schema version: both tell a ledger from any other file. An empty
