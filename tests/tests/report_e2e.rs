@@ -404,7 +404,7 @@ fn merging_two_ledgers_equals_the_sum_of_each() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains(sp) && err.contains("no calls from 2001-01-01T00:00:00Z") && err.contains("they hold calls from"),
+        err.contains(sp) && err.contains("no calls from 2001-01-01T00:00:00Z") && err.contains("it holds calls from"),
         "{err}"
     );
     assert_eq!(std::fs::read(&s).unwrap(), before);

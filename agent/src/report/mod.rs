@@ -188,14 +188,18 @@ fn configured_ledger(config: Option<&Path>) -> Result<PathBuf, Failure> {
 /// Says that the period holds no call, and (for ledgers) when the calls they do hold are.
 fn no_calls_message(source: &Source, period: &Period) -> Result<String, Failure> {
     let range = format!("{} to {}", rfc3339(period.from, &period.tz), rfc3339(period.to, &period.tz));
+    let tip = "(choose the period with --month or --from/--to)";
     let held = match source {
-        Source::Ledgers(l) => match l.held_range().map_err(Failure::Unreadable)? {
-            Some((lo, hi)) => {
-                format!("; they hold calls from {} to {}", rfc3339(lo, &period.tz), rfc3339(hi, &period.tz))
+        Source::Ledgers(l) => {
+            let they = if l.paths().count() > 1 { "they hold" } else { "it holds" };
+            match l.held_range().map_err(Failure::Unreadable)? {
+                Some((lo, hi)) => {
+                    format!("; {they} calls from {} to {} {tip}", rfc3339(lo, &period.tz), rfc3339(hi, &period.tz))
+                }
+                None => format!("; {they} no calls yet (the agent adds each call it meters)"),
             }
-            None => "; they hold no calls at all".to_string(),
-        },
-        Source::Prometheus(_) => " in its tokentap_* counters".to_string(),
+        }
+        Source::Prometheus(_) => format!(" in its tokentap_* counters {tip}"),
     };
-    Ok(format!("{}: no calls from {range}{held} (choose the period with --month or --from/--to)", source.describe()))
+    Ok(format!("{}: no calls from {range}{held}", source.describe()))
 }
