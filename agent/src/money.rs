@@ -88,15 +88,23 @@ impl Pico {
 
     /// Rounded to the cent, halves away from zero (the commercial rule).
     pub fn round_cents(self) -> Cents {
-        let (q, r) = (self.0 / PICO_PER_CENT, self.0 % PICO_PER_CENT);
-        let up = r.abs() * 2 >= PICO_PER_CENT;
-        Cents(if !up {
-            q
-        } else if self.0 < 0 {
-            q - 1
-        } else {
-            q + 1
-        })
+        Cents(self.round_to(2))
+    }
+
+    /// In units of 10^-`decimals` USD (`decimals` ≤ 12), rounded halves away from zero.
+    pub fn round_to(self, decimals: u32) -> i128 {
+        div_round(self.0, 10i128.pow(12 - decimals))
+    }
+
+    /// USD with exactly `decimals` places (`12.35`, `0.000125`), rounded as [`Pico::round_to`].
+    pub fn to_fixed(self, decimals: u32) -> String {
+        let q = self.round_to(decimals);
+        let sign = if q < 0 { "-" } else { "" };
+        if decimals == 0 {
+            return format!("{sign}{}", q.abs());
+        }
+        let scale = 10i128.pow(decimals);
+        format!("{sign}{}.{:0w$}", q.abs() / scale, q.abs() % scale, w = decimals as usize)
     }
 
     /// The exact USD value as a decimal without trailing zeros (`0.000125`, `12.5`).
@@ -139,6 +147,16 @@ impl fmt::Display for Cents {
 impl std::iter::Sum for Cents {
     fn sum<I: Iterator<Item = Cents>>(iter: I) -> Cents {
         Cents(iter.map(|c| c.0).sum())
+    }
+}
+
+/// `n / d` rounded halves away from zero (`d` > 0).
+pub fn div_round(n: i128, d: i128) -> i128 {
+    let (q, r) = (n / d, n % d);
+    if r.abs() * 2 >= d {
+        q + n.signum()
+    } else {
+        q
     }
 }
 
@@ -205,6 +223,9 @@ mod tests {
         assert_eq!(Pico(PICO_PER_CENT / 2).round_cents(), Cents(1));
         assert_eq!(Pico(PICO_PER_CENT / 2 - 1).round_cents(), Cents(0));
         assert_eq!(Pico(-PICO_PER_CENT / 2).round_cents(), Cents(-1));
+        assert_eq!(Pico(125_000_000).to_fixed(6), "0.000125");
+        assert_eq!(Pico(-2_500_000_000_000).to_fixed(2), "-2.50");
+        assert_eq!(Pico(-400_000).to_fixed(6), "0.000000", "no sign on what rounds to zero");
         assert_eq!(Cents(1234).to_string(), "12.34");
         assert_eq!(Cents(-5).to_string(), "-0.05");
         assert_eq!(Cents(0).to_string(), "0.00");

@@ -2,7 +2,7 @@
 //! process), rates over the window, and the order of the rows. Pure: no I/O, no clock.
 use std::cmp::Ordering;
 
-use crate::money::{Pico, PICO_PER_USD};
+use crate::money::{div_round, Pico, PICO_PER_USD};
 
 /// What the ledger holds for one (team, model, process) in the window: exact sums.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -134,15 +134,6 @@ pub fn rates(s: &Sums, window_s: u64) -> Rates {
 }
 
 /// `n / d` rounded half away from zero (`d` > 0).
-fn div_round(n: i128, d: i128) -> i128 {
-    let (q, r) = (n / d, n % d);
-    if r.abs() * 2 >= d {
-        q + n.signum()
-    } else {
-        q
-    }
-}
-
 /// A sortable column. Sorting by calls also orders calls/s (same window), and so on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortCol {
@@ -221,14 +212,7 @@ pub fn usd(p: Pico) -> String {
 
 /// USD rounded to `decimals` (≤ 12) places, half away from zero.
 pub fn usd_fixed(p: Pico, decimals: u32) -> String {
-    let unit = 10i128.pow(12 - decimals);
-    let q = div_round(p.0, unit);
-    let sign = if q < 0 { "-" } else { "" };
-    let scale = 10i128.pow(decimals);
-    if decimals == 0 {
-        return format!("{sign}{}", q.abs());
-    }
-    format!("{sign}{}.{:0w$}", q.abs() / scale, q.abs() % scale, w = decimals as usize)
+    p.to_fixed(decimals)
 }
 
 /// A rate with one decimal below 100, none above (columns stay narrow).

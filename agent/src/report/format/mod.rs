@@ -94,13 +94,10 @@ pub fn field_human(c: &Counters, field: &str) -> String {
 /// USD rounded to micro-USD (halves away from zero), at least two decimals: `12.50`,
 /// `0.000185`, `0.00`.
 pub fn usd_human(p: Pico) -> String {
-    const PICO_PER_MICRO: i128 = 1_000_000;
-    let micro = (p.0.abs() + PICO_PER_MICRO / 2) / PICO_PER_MICRO;
-    let sign = if p.0 < 0 && micro != 0 { "-" } else { "" };
-    let frac = format!("{:06}", micro % 1_000_000);
+    let fixed = p.to_fixed(6);
+    let (int, frac) = fixed.split_once('.').unwrap_or((&fixed, ""));
     let frac = frac.trim_end_matches('0');
-    let frac = if frac.len() < 2 { format!("{frac:0<2}") } else { frac.to_string() };
-    format!("{sign}{}.{frac}", micro / 1_000_000)
+    format!("{int}.{frac:0<2}")
 }
 
 /// How a key value is shown to people; `None` (not set) is `(none)`.
