@@ -268,6 +268,19 @@ impl<K: Eq + Hash + Clone> Budgets<K> {
         }
     }
 
+    /// Drops every reservation whose key `gone` says belongs to something that ended (a
+    /// process that exited: its calls will never be settled).
+    pub fn release_where(&mut self, gone: impl Fn(&K) -> bool) {
+        for c in &mut self.counters {
+            c.reserved.retain(|k, _| !gone(k));
+        }
+    }
+
+    /// Whether `key` holds a reservation anywhere.
+    pub fn is_reserved(&self, key: &K) -> bool {
+        self.counters.iter().any(|c| c.reserved.contains_key(key))
+    }
+
     /// Counts a completed call (its record) against every entitlement it matches, at `ts`,
     /// and drops its reservation.
     pub fn settle(&mut self, key: Option<&K>, labels: &Labels, usage: Usage, ts: Timestamp) {
