@@ -2,11 +2,13 @@
 //! budgets with in-flight reservations, their rebuild from the ledger, and the glue from the
 //! agent's events to the kernel's verdict maps.
 pub mod budget;
+pub mod cgroups;
 pub mod engine;
 pub mod labels;
 pub mod policy;
 pub mod policy_source;
 pub mod seed;
+pub mod status_file;
 pub mod steps;
 pub mod targets;
 pub mod window;

@@ -1,6 +1,7 @@
 //! Rebuilds the current windows' usage from the agent's own ledger at start, so a restart
 //! never resets a budget: every call row (and hourly rollup, for windows reaching past the
 //! ledger's retention) since the earliest window start is counted as it was when settled.
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::path::Path;
 
@@ -17,6 +18,9 @@ use crate::ledger::schema::{open_read_only, LedgerError};
 pub struct Seeded {
     pub calls: u64,
     pub rollup_hours: u64,
+    /// The cgroups the window's calls came from, with the labels of their latest call
+    /// (provider and model left unknown): targets from the first moment after a restart.
+    pub cgroups: HashMap<u64, Labels>,
 }
 
 /// Adds the ledger's usage to `budgets`. A missing ledger is an empty one (first start).
@@ -64,8 +68,8 @@ fn seed<K: Eq + Hash + Clone>(
     let mut seeded = Seeded::default();
     let since_ns = i64::try_from(since.as_nanosecond()).unwrap_or(i64::MAX);
     let sql = format!(
-        "SELECT {LABELS}, request_model, response_model, ts_ns, input_tokens, output_tokens, cost_pusd \
-         FROM calls WHERE ts_ns >= ?1"
+        "SELECT {LABELS}, request_model, response_model, ts_ns, input_tokens, output_tokens, cost_pusd, \
+         cgroup_id FROM calls WHERE ts_ns >= ?1 ORDER BY ts_ns, id"
     );
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query([since_ns])?;
@@ -76,6 +80,11 @@ fn seed<K: Eq + Hash + Clone>(
         let ts = Timestamp::from_nanosecond(i128::from(r.get::<_, i64>(10)?)).unwrap_or(since);
         let cost: Option<i64> = r.get(13)?;
         let usage = Usage::call(count(r.get(11)?), count(r.get(12)?), cost.map_or(0, |c| c.max(0) as u128));
+        let cgroup_id: i64 = r.get(14)?;
+        if cgroup_id > 0 {
+            let process_labels = Labels { provider: None, model: None, ..l.clone() };
+            seeded.cgroups.insert(cgroup_id as u64, process_labels);
+        }
         budgets.settle(None, &l, usage, ts);
         seeded.calls += 1;
     }
@@ -141,7 +150,9 @@ mod tests {
         let now: Timestamp = "2026-11-28T14:30:00Z".parse().unwrap();
         let mut b: Budgets<u32> = Budgets::new(&policy, 0.5, 10, now);
         let s = from_ledger(&mut b, &path, now).unwrap();
-        assert_eq!(s, Seeded { calls: 3, rollup_hours: 0 });
+        assert_eq!((s.calls, s.rollup_hours), (3, 0));
+        let cg = UsageRecord::sample().cgroup_id;
+        assert_eq!(s.cgroups.get(&cg).map(|l| (l.team.as_str(), l.model.is_none())), Some(("red", true)));
         assert_eq!(b.counters()[0].used(), 32);
         let mut b: Budgets<u32> = Budgets::new(&policy, 0.5, 10, now);
         assert_eq!(from_ledger(&mut b, &dir.join("none.db"), now).unwrap(), Seeded::default());
