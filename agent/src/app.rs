@@ -117,6 +117,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         call_cap: config.capture.call_cap_bytes,
         ring_bytes: config.capture.ring_buffer_bytes,
         plain_ports: config.capture.plain_http.kernel_ports(),
+        // The engine turns this on with a policy (enforce::kernel); off, no hook is attached.
+        enforce: false,
     })?;
     let mut discovery = Discovery::new();
     discovery.scan_standard_dirs(&mut capture);
@@ -308,6 +310,9 @@ impl Agent {
                     self.discovery.on_lib_open(&mut self.capture, tgid, &path);
                     self.stats.libraries_attached = self.discovery.attached.len();
                 }
+                // Decided by the enforcement engine; without one no verdict is ever set.
+                Ok(ProcRecord::Held(hold)) => tracing::debug!(?hold, "process held at a write"),
+                Ok(ProcRecord::Acted(acted)) => tracing::debug!(?acted, "signal sent in-kernel"),
                 Err(e) => self.stats.failure(e.reason()),
             }
         }

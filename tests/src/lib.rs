@@ -21,6 +21,7 @@ pub mod case;
 pub mod certs;
 pub mod clients;
 pub mod collector;
+pub mod enforce;
 pub mod env;
 pub mod expect;
 pub mod fleet;

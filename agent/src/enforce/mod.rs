@@ -1,14 +1,18 @@
 //! Entitlements enforced in real time (docs/enforcement.md): the policy, its windows, the
-//! budgets with in-flight reservations, their rebuild from the ledger, and the glue from the
-//! agent's events to the kernel's verdict maps.
+//! budgets with in-flight reservations, their rebuild from the ledger, the decisions
+//! (`engine`), and the kernel side: verdict maps (`kernel`) and actuators (`actuate`).
+pub mod actuate;
 pub mod budget;
 pub mod cgroups;
+pub mod enforcer;
 pub mod engine;
+pub mod kernel;
 pub mod labels;
 pub mod policy;
 pub mod policy_source;
 pub mod seed;
+pub mod sock_diag;
+pub mod sockets;
 pub mod status_file;
 pub mod steps;
 pub mod targets;
-pub mod window;
