@@ -16,3 +16,4 @@ pub mod sockets;
 pub mod status_file;
 pub mod steps;
 pub mod targets;
+pub mod window;
