@@ -78,7 +78,11 @@ impl Enforcer {
                             engine.observe_cgroup(id, CgroupInfo { path: path.clone(), labels });
                         }
                     }
-                    tracing::info!(calls = s.calls, rollup_hours = s.rollup_hours, "enforcement: windows rebuilt from the ledger");
+                    tracing::info!(
+                        calls = s.calls,
+                        rollup_hours = s.rollup_hours,
+                        "enforcement: windows rebuilt from the ledger"
+                    );
                 }
                 // Enforcing from zero is the only alternative to not running at all; say so.
                 Err(e) => tracing::error!("enforcement: the ledger could not be read, budgets start from zero: {e}"),
