@@ -33,6 +33,7 @@ pub mod ledger;
 pub mod metered;
 pub mod node;
 pub mod plain;
+pub mod quota;
 pub mod raw_tls;
 pub mod records;
 pub mod report;

@@ -137,6 +137,9 @@ impl Enforcer {
     /// A process held at a write (the data ring already drained). Always resumes it.
     pub fn on_hold(&mut self, id: ConnId, kernel: &mut KernelEnforcement) {
         self.stats.holds += 1;
+        // A keep-alive connection's socket is known by now: its peer is an AI endpoint, so a
+        // refusal destroys it even if it was never tracked before.
+        self.on_tracked(id, kernel);
         let steps = self.engine.on_hold(id, None, Timestamp::now());
         self.carry_out(steps, kernel);
     }
