@@ -1,0 +1,2 @@
+//! Entitlement enforcement: budgets, verdicts in the kernel, actions, and their status.
+pub mod status;
