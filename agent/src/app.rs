@@ -41,6 +41,8 @@ pub enum AppError {
     #[error(transparent)]
     Mapping(#[from] MappingError),
     #[error(transparent)]
+    Policy(#[from] crate::enforce::policy::PolicyError),
+    #[error(transparent)]
     Pricing(#[from] PricingError),
     #[error("export: {0}")]
     Export(#[from] ExportError),

@@ -24,6 +24,9 @@ pub enum Command {
         /// The usage ledger's file, instead of `[ledger] path` (the ledger is enabled).
         #[arg(long, value_name = "PATH")]
         ledger: Option<PathBuf>,
+        /// The entitlement policy file, instead of `[enforcement] policy_file` (enforcement on).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
     /// Showback reports and invoices from usage ledgers or a Prometheus-compatible backend.
     Report(ReportArgs),

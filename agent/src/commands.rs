@@ -45,7 +45,7 @@ pub fn check_config(file: &Path) -> ExitCode {
     }
 }
 
-pub fn run(config: Option<&Path>, usage_log: Option<&Path>, ledger: Option<&Path>) -> ExitCode {
+pub fn run(config: Option<&Path>, usage_log: Option<&Path>, ledger: Option<&Path>, policy: Option<&Path>) -> ExitCode {
     let mut config = match load_config(config) {
         Ok(c) => c,
         Err(code) => return code,
@@ -61,13 +61,16 @@ pub fn run(config: Option<&Path>, usage_log: Option<&Path>, ledger: Option<&Path
         config.ledger.path = path.to_path_buf();
         config.ledger.enabled = true;
     }
+    if let Some(path) = policy {
+        config.enforcement.policy_file = Some(path.to_path_buf());
+    }
     let runtime = match runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
     match runtime.block_on(app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ app::AppError::Mapping(_)) => {
+        Err(e @ (app::AppError::Mapping(_) | app::AppError::Policy(_))) => {
             eprintln!("tokentap: {e}");
             ExitCode::from(2)
         }

@@ -14,8 +14,8 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TOKENTAP_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     match cli.command {
-        Command::Run { config, usage_log, ledger } => {
-            commands::run(config.as_deref(), usage_log.as_deref(), ledger.as_deref())
+        Command::Run { config, usage_log, ledger, policy } => {
+            commands::run(config.as_deref(), usage_log.as_deref(), ledger.as_deref(), policy.as_deref())
         }
         Command::Report(args) => commands::report(&args),
         Command::Top(args) => commands::top(&args),
