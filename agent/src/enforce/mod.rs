@@ -3,5 +3,6 @@
 //! agent's events to the kernel's verdict maps.
 pub mod budget;
 pub mod policy;
+pub mod quota_cli;
 pub mod status;
 pub mod window;
