@@ -151,6 +151,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 .map(|h| h.to_ascii_lowercase())
                 .chain(config.capture.plain_http.paths.iter().cloned())
                 .collect(),
+            // Request starts and stream progress are for enforcement (wired by it).
+            call_hooks: false,
         }),
         discovery,
         identity: Resolver::new(pods),
@@ -364,6 +366,10 @@ impl Agent {
         for id in out.forget.drain(..) {
             self.capture.forget(id);
         }
+        // Call hooks (enforcement): not consumed yet; never let them pile up.
+        out.requests.clear();
+        out.progress.clear();
+        out.ended.clear();
         self.stats.cut_responses += std::mem::take(&mut out.cut_responses);
         for (reason, library) in out.failures.drain(..) {
             self.stats.failure(reason);

@@ -121,3 +121,14 @@ pub fn report(args: &crate::cli::ReportArgs) -> ExitCode {
 pub fn top(args: &crate::cli::TopArgs) -> ExitCode {
     crate::top::run(args)
 }
+
+/// `tokentap quota status`: 0 ok, 2 bad arguments or configuration, 1 a status file that is
+/// missing, unreadable, invalid or stale (the message names it).
+pub fn quota_status(args: &crate::cli::QuotaStatusArgs) -> ExitCode {
+    let config = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let path = args.status_file.clone().unwrap_or(config.enforcement.status_file);
+    crate::enforce::quota_cli::status(&path, args.format)
+}

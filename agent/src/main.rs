@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokentap::{
-    cli::{Cli, Command},
+    cli::{self, Cli, Command},
     commands,
 };
 
@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         }
         Command::Report(args) => commands::report(&args),
         Command::Top(args) => commands::top(&args),
+        Command::Quota(cli::QuotaCommand::Status(args)) => commands::quota_status(&args),
         Command::CheckConfig { file } => commands::check_config(&file),
         Command::Identity { pid, config } => commands::identity(pid, config.as_deref()),
     }
