@@ -180,6 +180,17 @@ impl QuotaWorld {
             .collect()
     }
 
+    /// One call from `team`, then waits until the agent has counted it: the team is a known
+    /// target from then on (the agent meters the whole host and may lag behind other tests'
+    /// traffic; a team it has never seen cannot be held yet).
+    pub fn warm_up(&self, team: &str, entitlement: &str) -> u64 {
+        let r = self.run(team, &Calls::sequential(1));
+        assert_eq!(r.ok(), 1, "warm-up call: {:?}", r.calls);
+        let used: u64 = self.upstream(team).iter().map(total_tokens).sum();
+        self.status_until(entitlement, &|e| e["used"].as_f64() == Some(used as f64), Duration::from_secs(120));
+        used
+    }
+
     /// Replaces the policy file (the agent re-reads it on its next tick).
     pub fn write_policy(&self, text: &str) {
         let tmp = self.dir.join("policy.toml.new");
