@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tokentap_tests::{
-    quota::{exhausting_call, total_tokens, Calls, QuotaWorld},
+    quota::{Calls, QuotaWorld},
     require_bpf,
 };
 
@@ -37,14 +37,14 @@ fn a_sequential_client_stops_reaching_the_upstream_right_after_the_exhausting_ca
     // Every request of a team with usage is held for approval (hold_at tiny): the verdict at
     // a hold sees every earlier response settled.
     let w = QuotaWorld::start("enforce-seq", &["blue", "red"], &policy(name, LIMIT), "hold_at = 0.001\n");
-    w.warm_up("blue", name);
+    let base = w.warm_up("blue", name);
     let blue = w.run("blue", &Calls::sequential(30));
     assert!(blue.status.success(), "the denied process survives: {:?}", blue.status);
     let up = w.upstream("blue");
-    let k = exhausting_call(&up, LIMIT).expect("30 calls exhaust the budget");
-    assert_eq!(up.len(), k, "zero requests reach the upstream after the exhausting call (call {k})");
-    assert_eq!((blue.ok() + 1, blue.failed()), (k, 31 - k), "calls after it fail fast: {:?}", blue.calls);
-    let used: u64 = up.iter().map(total_tokens).sum();
+    let k = base.exhausting_call(&up, LIMIT).expect("30 calls exhaust the budget");
+    assert_eq!(up.len() - base.upstream, k, "zero requests reach the upstream after the exhausting call (call {k})");
+    assert_eq!((blue.ok(), blue.failed()), (k, 30 - k), "calls after it fail fast: {:?}", blue.calls);
+    let used = base.used_after(&up);
     let st = w.status_until(name, &|e| e["state"] == "exhausted", Duration::from_secs(120));
     assert_eq!(st["used"].as_f64(), Some(used as f64), "the agent counted what the upstream served");
     assert_eq!(st["overrun"].as_f64(), Some((used - LIMIT) as f64));
@@ -69,14 +69,14 @@ fn eight_concurrent_callers_overrun_by_at_most_the_calls_in_flight() {
     let name = "blue-concurrent";
     let w = QuotaWorld::start("enforce-conc", &["blue"], &policy(name, LIMIT), "hold_at = 0.001\n");
     // One call first, so the team is known and gated from the start of the burst.
-    w.warm_up("blue", name);
+    let base = w.warm_up("blue", name);
     let c = w.run("blue", &Calls { calls: 64, threads: 8, ..Calls::sequential(0) });
     assert!(c.status.success(), "the denied process survives");
     let up = w.upstream("blue");
-    let k = exhausting_call(&up, LIMIT).expect("64 calls exhaust the budget");
-    let after = up.len() - k;
+    let k = base.exhausting_call(&up, LIMIT).expect("64 calls exhaust the budget");
+    let after = up.len() - base.upstream - k;
     assert!(after <= 7, "overrun bounded by the 7 other callers in flight: {after} requests after the exhausting one");
-    let used: u64 = up.iter().map(total_tokens).sum();
+    let used = base.used_after(&up);
     let st = w.status_until(name, &|e| e["state"] == "exhausted", Duration::from_secs(120));
     assert_eq!(st["used"].as_f64(), Some(used as f64));
     let overrun = used - LIMIT;
