@@ -27,6 +27,9 @@ pub enum Command {
         /// The entitlement policy file, instead of `[enforcement] policy_file` (enforcement on).
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// Where the quota status is written, instead of `[enforcement] status_file`.
+        #[arg(long, value_name = "PATH")]
+        status_file: Option<PathBuf>,
     },
     /// Showback reports and invoices from usage ledgers or a Prometheus-compatible backend.
     Report(ReportArgs),

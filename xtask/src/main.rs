@@ -114,6 +114,16 @@ fn main() -> Result<()> {
             }) {
                 cmd.arg("--ledger").arg(workspace_root().join("target").join("ledger.db"));
             }
+            // Likewise the quota status (with `--policy`): /run/tokentap needs root's setup.
+            if !args.iter().any(|a| {
+                a == "--status-file"
+                    || a.starts_with("--status-file=")
+                    || a == "--config"
+                    || a == "-c"
+                    || a.starts_with("--config=")
+            }) {
+                cmd.arg("--status-file").arg(workspace_root().join("target").join("quota.json"));
+            }
             cmd.args(args);
             run(&mut cmd)
         }
