@@ -4,7 +4,9 @@
 //! exhausted it — while its process survives, and another team keeps working.
 use std::time::Duration;
 
+use tokentap::enforce::sockets::process_sockets;
 use tokentap_tests::{
+    enforce::{proc_state, DrivenClient},
     quota::{Calls, QuotaWorld},
     require_bpf,
 };
@@ -82,5 +84,53 @@ fn eight_concurrent_callers_overrun_by_at_most_the_calls_in_flight() {
     let overrun = used - LIMIT;
     assert_eq!(st["overrun"].as_f64(), Some(overrun as f64), "the overrun is measured");
     eprintln!("concurrent overrun: {overrun} tokens, {after} requests after the exhausting call");
+    assert_private(&w);
+}
+
+#[test]
+fn deny_drops_keep_alive_connections_and_refuses_new_ones_while_the_process_survives() {
+    if !require_bpf() {
+        return;
+    }
+    let name = "blue-keepalive";
+    let w = QuotaWorld::start("enforce-keepalive", &["blue"], &policy(name, LIMIT), "hold_at = 0.001\n");
+    w.warm_up("blue", name);
+    // One keep-alive connection, one request at a time, until the budget is exhausted.
+    let mut c = DrivenClient::start(&w.server, &w.cgroups["blue"].prefix());
+    let used = |w: &QuotaWorld| w.status_now(name).and_then(|e| e["used"].as_f64()).unwrap_or(0.0);
+    let mut served = 0;
+    let mut exhausted = false;
+    for _ in 0..40 {
+        let before = used(&w);
+        let r = c.request();
+        assert_eq!(r["ok"], true, "requests before exhaustion pass: {r}");
+        served += 1;
+        // Wait until the agent has counted this request (the status follows every record).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while used(&w) == before && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if w.status_now(name).is_some_and(|e| e["state"] == "exhausted") {
+            exhausted = true;
+            break;
+        }
+    }
+    assert!(exhausted, "{served} requests exhausted the budget");
+    let upstream = w.server.entries().len();
+    // The keep-alive connection is destroyed at exhaustion, before any further request.
+    let port = w.server.port;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while process_sockets(c.pid).iter().any(|s| s.peer.port() == port) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!process_sockets(c.pid).iter().any(|s| s.peer.port() == port), "keep-alive connection dropped");
+    // The next request fails; so does the one after, at connect().
+    let first = c.request();
+    assert_eq!(first["ok"], false, "a request after exhaustion fails: {first}");
+    let second = c.request();
+    assert_eq!(second["ok"], false, "a new connection is refused: {second}");
+    assert_eq!(second["errno"].as_i64(), Some(libc::EPERM as i64), "connect() refused with EPERM: {second}");
+    assert!(proc_state(c.pid).is_some_and(|s| s != 'T' && s != 'Z'), "the process survives, not stopped");
+    assert_eq!(w.server.entries().len(), upstream, "the upstream received nothing more");
     assert_private(&w);
 }
