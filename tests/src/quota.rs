@@ -48,11 +48,13 @@ pub struct Calls {
     pub stream: bool,
     pub max_tokens: Option<u64>,
     pub gap_ms: u64,
+    /// Streams R times as long (the upstream's `x-test-stream-repeat`).
+    pub stream_repeat: Option<u32>,
 }
 
 impl Calls {
     pub fn sequential(calls: usize) -> Calls {
-        Calls { calls, threads: 1, stream: false, max_tokens: None, gap_ms: 0 }
+        Calls { calls, threads: 1, stream: false, max_tokens: None, gap_ms: 0, stream_repeat: None }
     }
 }
 
@@ -119,6 +121,10 @@ impl QuotaWorld {
         ];
         if c.stream {
             args.push("--stream".into());
+        }
+        if let Some(r) = c.stream_repeat {
+            args.push("--stream-repeat".into());
+            args.push(r.to_string().into());
         }
         if let Some(m) = c.max_tokens {
             args.push("--max-tokens".into());
