@@ -13,6 +13,7 @@ pub mod commands;
 pub mod completeness;
 pub mod config;
 pub mod discovery;
+pub mod enforce;
 pub mod errors;
 pub mod explain;
 pub mod export;

@@ -34,6 +34,7 @@ pub mod node;
 pub mod plain;
 pub mod raw_tls;
 pub mod records;
+pub mod redis;
 pub mod report;
 pub mod rust_client;
 pub mod server;

@@ -1,0 +1,2 @@
+//! Entitlements enforced in real time (docs/enforcement.md).
+pub mod cluster;
