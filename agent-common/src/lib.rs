@@ -54,6 +54,67 @@ pub mod names {
     pub const PLAIN_PORTS: &str = "PLAIN_PORTS";
     /// Plain sockets being captured, keyed like `CONN_STATE` (`SOCKET_CONN_TAG | fd`).
     pub const PLAIN_SOCKETS: &str = "PLAIN_SOCKETS";
+    /// Enforcement verdicts by process (`u32` tgid → `Enforce`); checked before the cgroup's.
+    pub const ENFORCE_PROCS: &str = "ENFORCE_PROCS";
+    /// Enforcement verdicts by cgroup v2 id (`u64` → `Enforce`).
+    pub const ENFORCE_CGROUPS: &str = "ENFORCE_CGROUPS";
+    /// Connections user space let through the hold for the request being written (`ConnKey`).
+    pub const HOLD_PASSES: &str = "HOLD_PASSES";
+    /// AI endpoints (`PeerKey`) that `connect4`/`connect6` refuse to callers in DENY/SIGNAL.
+    pub const AI_PEERS: &str = "AI_PEERS";
+    /// The socket fd a TLS connection writes to (`ConnKey` → `u32` fd).
+    pub const CONN_FDS: &str = "CONN_FDS";
+    pub const PROG_CONNECT4: &str = "enforce_connect4";
+    pub const PROG_CONNECT6: &str = "enforce_connect6";
+}
+
+/// What the kernel does with an egress call of a process or cgroup (`Enforce::mode`).
+pub mod mode {
+    /// Never act (an explicit process entry overrides its cgroup's).
+    pub const FREE: u32 = 0;
+    /// Budget nearly used: every request is held until user space approves it.
+    pub const GATE: u32 = 1;
+    /// Exhausted, action signal: `Enforce::signal` goes to a writer on a tracked AI connection.
+    pub const SIGNAL: u32 = 2;
+    /// Exhausted, action deny or cut: held, new AI connections refused.
+    pub const DENY: u32 = 3;
+}
+
+/// An entry of `ENFORCE_PROCS` / `ENFORCE_CGROUPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enforce {
+    pub mode: u32,
+    /// Signal number for `mode::SIGNAL`.
+    pub signal: u32,
+}
+
+/// An AI endpoint for the connect hooks: family (`AF_INET`/`AF_INET6`), port in host order,
+/// address in network order (IPv4 in the first 4 bytes, the rest zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    pub family: u16,
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+
+/// A `HELD` or `ACTED` record in `PROC_EVENTS`. `kind` comes first, as in `ProcEvent`, so a
+/// reader dispatches on it before knowing the record's size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    /// The `mode` the process or cgroup was in.
+    pub mode: u32,
+    pub cgroup_id: u64,
+    pub conn: u64,
+    pub ts_ns: u64,
+    pub library: u32,
+    /// For `ACTED`: the signal sent; for `HELD`: `SIGSTOP`. Negative: the helper failed.
+    pub signal: i32,
 }
 
 /// Direction of a data chunk, from the point of view of the process that owns the TLS session.
@@ -106,6 +167,10 @@ pub mod proc_kind {
     pub const EXIT: u32 = 2;
     /// A process opened a file whose name looks like a TLS library (`libssl.so*`, `libgnutls.so*`).
     pub const LIB_OPEN: u32 = 3;
+    /// A process in GATE/DENY/SIGNAL mode started a write: it was stopped (`HoldEvent`).
+    pub const HELD: u32 = 4;
+    /// A process in SIGNAL mode wrote on a tracked AI connection: the signal went (`HoldEvent`).
+    pub const ACTED: u32 = 5;
 }
 
 /// Indices of `COUNTERS` (a per-CPU array the agent sums and reports).
@@ -121,7 +186,15 @@ pub mod counter {
     /// `CALLS_LOST + library id`: library calls of that stack whose bytes (some or all) could
     /// not be shipped, so a user sees completeness per stack.
     pub const CALLS_LOST: u32 = 4;
-    pub const COUNT: u32 = CALLS_LOST + 8;
+    /// Processes stopped at an egress call by the hold.
+    pub const HELD: u32 = CALLS_LOST + 8;
+    /// Signals sent in-kernel for `mode::SIGNAL`.
+    pub const SIGNALLED: u32 = HELD + 1;
+    /// Connections to an AI endpoint refused by `connect4`/`connect6`.
+    pub const CONNECT_DENIED: u32 = HELD + 2;
+    /// A hold or signal could not be sent or reported (helper or ring buffer failure).
+    pub const ENFORCE_FAILED: u32 = HELD + 3;
+    pub const COUNT: u32 = HELD + 4;
 }
 
 /// Verdicts user space writes into `CONN_STATE`.
@@ -247,6 +320,9 @@ const _: () = assert!(core::mem::size_of::<PeerEvent>() == 64 + 32);
 const _: () = assert!(core::mem::size_of::<NameEvent>() == 64 + SERVER_NAME_LEN);
 const _: () = assert!(DEFAULT_CALL_CAP <= MAX_CALL_CAP);
 const _: () = assert!(core::mem::size_of::<LostKey>() == 16);
+const _: () = assert!(core::mem::size_of::<Enforce>() == 8);
+const _: () = assert!(core::mem::size_of::<PeerKey>() == 20);
+const _: () = assert!(core::mem::size_of::<HoldEvent>() == 48);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -255,4 +331,6 @@ mod pod {
     unsafe impl aya::Pod for super::LostKey {}
     unsafe impl aya::Pod for super::ConnState {}
     unsafe impl aya::Pod for super::DataHeader {}
+    unsafe impl aya::Pod for super::Enforce {}
+    unsafe impl aya::Pod for super::PeerKey {}
 }

@@ -3,10 +3,11 @@
 //! the arguments, the return probe takes them back once it knows how many bytes moved, and a
 //! close probe forgets the connection's verdict.
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::ProbeContext};
-use tokentap_common::{counter, ConnKey};
+use tokentap_common::{counter, direction, ConnKey};
 
 use crate::{
     emit::{emit_close, ignored},
+    enforce::{gate, read_started},
     maps::{bump, CallArgs, ACTIVE_CALLS, AGENT_TGID, CONN_STATE},
 };
 
@@ -18,9 +19,16 @@ pub fn caller() -> Option<u64> {
 }
 
 /// Entry of a call: remembers `args` for the return probe, unless user space already judged
-/// the connection not worth shipping (then the call is only counted as skipped).
+/// the connection not worth shipping (then the call is only counted as skipped). An egress
+/// call passes the enforcement gate first (it may stop the process before the library runs);
+/// an ingress call ends the connection's pass.
 #[inline(always)]
 pub fn remember(pid_tgid: u64, args: &CallArgs) -> u32 {
+    if args.direction == direction::EGRESS {
+        gate(pid_tgid, args.conn, args.library);
+    } else {
+        read_started(pid_tgid, args.conn);
+    }
     if ignored((pid_tgid >> 32) as u32, args.conn) {
         bump(counter::CALLS_SKIPPED);
         return 0;

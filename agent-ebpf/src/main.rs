@@ -7,6 +7,7 @@
 
 mod calls;
 mod emit;
+mod enforce;
 mod maps;
 mod process;
 mod sockets;

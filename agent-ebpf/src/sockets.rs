@@ -18,7 +18,9 @@ use tokentap_common::{counter, data_kind, direction, library, ConnKey, PeerEvent
 
 use crate::{
     emit::{emit_call, emit_call_avail, emit_close, ignored, meta_header},
-    maps::{bump, CallArgs, AGENT_TGID, CONN_STATE, DATA_EVENTS},
+    enforce::{gate, note_fd, read_started},
+    maps::{bump, CallArgs, ACTIVE_CALLS, AGENT_TGID, CONN_STATE, DATA_EVENTS},
+    tls_go::GO_WRITING,
 };
 
 /// Ports (host byte order) whose connections are captured; filled by user space at load.
@@ -168,10 +170,21 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 fn call_enter(ctx: &TracePointContext, dir: u32, iov_at: u32) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let key = socket_key(tgid, arg(ctx, ARG0));
+    let fd = arg(ctx, ARG0);
+    if dir == direction::EGRESS {
+        tls_socket(pid_tgid, fd);
+    }
+    let key = socket_key(tgid, fd);
     // SAFETY: the value is only tested for presence.
     if unsafe { PLAIN_SOCKETS.get(&key) }.is_none() {
         return 0;
+    }
+    // The syscall has the bytes already: a hold here stops the process after this write (the
+    // TLS probes stop it before; plain HTTP has no earlier point without kprobes).
+    if dir == direction::EGRESS {
+        gate(pid_tgid, key.conn, library::PLAIN);
+    } else {
+        read_started(pid_tgid, key.conn);
     }
     if ignored(tgid, key.conn) {
         bump(counter::CALLS_SKIPPED);
@@ -197,6 +210,26 @@ fn call_enter(ctx: &TracePointContext, dir: u32, iov_at: u32) -> u32 {
     let call = SockCall { conn: key.conn, buf, iovcnt, direction: dir, _pad: 0 };
     let _ = SOCK_CALLS.insert(&pid_tgid, &call, 0);
     0
+}
+
+/// A write syscall inside a TLS library's egress call on this thread: `fd` is that
+/// connection's socket (`CONN_FDS`).
+#[inline(always)]
+fn tls_socket(pid_tgid: u64, fd: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == AGENT_TGID.load() {
+        return;
+    }
+    // SAFETY: values copied out at once.
+    if let Some(call) = unsafe { ACTIVE_CALLS.get(&pid_tgid) } {
+        if call.direction == direction::EGRESS {
+            note_fd(tgid, call.conn, fd);
+        }
+        return;
+    }
+    if let Some(conn) = unsafe { GO_WRITING.get(&pid_tgid) } {
+        note_fd(tgid, *conn, fd);
+    }
 }
 
 /// Exit of a read or write: ships what the syscall really moved.

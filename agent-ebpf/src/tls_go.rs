@@ -19,6 +19,7 @@ use tokentap_common::{counter, direction, library, ConnKey};
 
 use crate::{
     emit::{emit_call, emit_close, ignored, mark_lost},
+    enforce::{gate, read_started},
     maps::{bump, CallArgs, AGENT_TGID, CONN_STATE},
 };
 
@@ -35,6 +36,12 @@ pub struct GoCallKey {
 /// (its program killed mid-call) must not fill the map.
 #[map]
 pub static GO_ACTIVE_CALLS: LruHashMap<GoCallKey, CallArgs> = LruHashMap::with_max_entries(16384, 0);
+
+/// The connection a thread is writing to inside `Write`, by pid_tgid, for the write syscall
+/// that follows (`CONN_FDS`). By thread, unlike the calls: the syscall happens on the thread
+/// that runs the goroutine then, which is where `Write` started unless it was preempted.
+#[map]
+pub static GO_WRITING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// The registers of the probed instruction. A uprobe context always carries them.
 #[inline(always)]
@@ -53,6 +60,13 @@ fn enter(ctx: &ProbeContext, dir: u32) -> u32 {
     let (conn, buf, goroutine) = (r.rax, r.rbx, r.r14);
     if conn == 0 || buf == 0 || goroutine == 0 {
         return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if dir == direction::EGRESS {
+        gate(pid_tgid, conn, library::GO);
+        let _ = GO_WRITING.insert(&pid_tgid, &conn, 0);
+    } else {
+        read_started(pid_tgid, conn);
     }
     if ignored(tgid, conn) {
         bump(counter::CALLS_SKIPPED);
@@ -88,7 +102,9 @@ pub fn go_tls_read_enter(ctx: ProbeContext) -> u32 {
 /// error with `n == 0` (EOF, deadline) ships nothing.
 #[uprobe]
 pub fn go_tls_ret(ctx: ProbeContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let _ = GO_WRITING.remove(&pid_tgid);
+    let tgid = (pid_tgid >> 32) as u32;
     let r = regs(&ctx);
     let key = GoCallKey { tgid, _pad: 0, goroutine: r.r14 };
     // SAFETY: copied out before removal.

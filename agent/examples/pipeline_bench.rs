@@ -60,7 +60,12 @@ impl Scenario {
             what,
             calls,
             expect,
-            tracker: Tracker::new(TrackerConfig { call_cap: CALL_CAP, body_cap: BODY_CAP, extra_ai_hosts: vec![] }),
+            tracker: Tracker::new(TrackerConfig {
+                call_cap: CALL_CAP,
+                body_cap: BODY_CAP,
+                extra_ai_hosts: vec![],
+                call_hooks: false,
+            }),
             conn,
             ts_ns: 1_000_000,
             per_rep: 1,

@@ -15,11 +15,12 @@ use tokio::{
 
 use crate::{
     attribution::MappingError,
-    capture::{self, event::ConnId, Capture, CaptureError, DataRecord, LoadOptions, ProcRecord},
+    capture::{self, event::ConnId, Capture, CaptureError, DataRecord, Hold, LoadOptions, ProcRecord},
     clock::Clock,
     completeness::CallOutcome,
     config::Config,
     discovery::Discovery,
+    enforce::enforcer::Enforcer,
     export::{health::HealthSnapshot, ExportError, Exporter, ResourceInfo},
     identity::{self, Resolver},
     ledger::writer::{Ledger, LedgerHealth, Settings as LedgerSettings},
@@ -40,6 +41,8 @@ pub enum AppError {
     Capture(#[from] CaptureError),
     #[error(transparent)]
     Mapping(#[from] MappingError),
+    #[error(transparent)]
+    Policy(#[from] crate::enforce::policy::PolicyError),
     #[error(transparent)]
     Pricing(#[from] PricingError),
     #[error("export: {0}")]
@@ -84,11 +87,21 @@ struct Agent {
     idle_ns: u64,
     /// Exit notices read but not handled yet, with the monotonic time each was read.
     pending_exits: Vec<(u32, u64)>,
+    /// Entitlements enforced (`[enforcement] policy_file`); see `app_enforce.rs`.
+    enforcer: Option<Enforcer>,
+    /// Processes stopped at a write, decided once the data ring is drained.
+    pending_holds: Vec<Hold>,
 }
+
+#[path = "app_enforce.rs"]
+mod app_enforce;
 
 pub async fn run(config: Config) -> Result<(), AppError> {
     // Configuration mistakes first: they need no privileges to report.
     let mapping = MappingSource::open(config.attribution.mapping_file.as_deref())?;
+    // Before the ledger writer starts: the windows are rebuilt from what it holds.
+    let ledger_path = config.ledger.enabled.then_some(config.ledger.path.as_path());
+    let enforcer = Enforcer::start(&config.enforcement, ledger_path)?;
     let pricing = match &config.pricing.override_file {
         Some(file) => PricingTable::builtin().merged(PricingTable::load(file)?),
         None => PricingTable::builtin(),
@@ -115,6 +128,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         call_cap: config.capture.call_cap_bytes,
         ring_bytes: config.capture.ring_buffer_bytes,
         plain_ports: config.capture.plain_http.kernel_ports(),
+        // Only with a policy: off, no enforcement hook is attached.
+        enforce: enforcer.is_some(),
     })?;
     let mut discovery = Discovery::new();
     discovery.scan_standard_dirs(&mut capture);
@@ -136,6 +151,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 .map(|h| h.to_ascii_lowercase())
                 .chain(config.capture.plain_http.paths.iter().cloned())
                 .collect(),
+            // Request starts and stream progress are for enforcement (wired by it).
+            call_hooks: false,
         }),
         discovery,
         identity: Resolver::new(pods),
@@ -152,6 +169,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         body_cap: config.capture.max_body_bytes,
         idle_ns: config.capture.idle_timeout_secs * 1_000_000_000,
         pending_exits: Vec::new(),
+        enforcer,
+        pending_holds: Vec::new(),
     };
     agent.stats.libraries_attached = agent.discovery.attached.len();
     tracing::info!(
@@ -184,6 +203,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             _ = sighup.recv() => {
                 let outcome = agent.mapping.reload();
                 agent.report_reload(outcome);
+                agent.reload_policy();
             }
             // Readiness is cleared before draining, not after: the kernel wakes a ring's reader
             // only when a record lands in a ring the reader had emptied, so a record committed
@@ -209,6 +229,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             }
         }
     }
+    // No process may stay held once the agent is gone: verdicts first, then the last holds.
+    agent.stop_enforcing();
+    agent.drain(data.get_mut(), proc.get_mut());
     agent.drain_data(data.get_mut());
     agent.stats.kernel = agent.capture.counters();
     agent.show_summary();
@@ -237,6 +260,7 @@ impl Agent {
                 Ok(DataRecord::Close { id, ts_ns }) => {
                     self.check_lost(&[id]);
                     self.tracker.on_close(id, ts_ns, &mut out);
+                    self.enforce_closed(id);
                 }
                 // Both come before the connection's first byte: resolving the process now
                 // gives short-lived clients the best chance to be named before they exit.
@@ -266,6 +290,8 @@ impl Agent {
         let now = self.clock.monotonic_now_ns();
         self.drain_proc(proc, now);
         self.drain_data(data);
+        // After the data: a held request is judged with every earlier response settled.
+        self.decide_holds();
         let ripe = now.saturating_sub(EXIT_GRACE_NS);
         let due: Vec<u32> = self.pending_exits.iter().filter(|(_, seen)| *seen <= ripe).map(|(t, _)| *t).collect();
         self.pending_exits.retain(|(_, seen)| *seen > ripe);
@@ -281,6 +307,7 @@ impl Agent {
         self.tracker.on_exit(tgid, now, &mut out);
         self.apply(&mut out);
         self.discovery.on_exit(tgid);
+        self.enforce_exit(tgid);
         self.identity.remove(tgid, now);
     }
 
@@ -306,6 +333,8 @@ impl Agent {
                     self.discovery.on_lib_open(&mut self.capture, tgid, &path);
                     self.stats.libraries_attached = self.discovery.attached.len();
                 }
+                Ok(ProcRecord::Held(hold)) => self.pending_holds.push(hold),
+                Ok(ProcRecord::Acted(acted)) => self.enforce_acted(&acted),
                 Err(e) => self.stats.failure(e.reason()),
             }
         }
@@ -324,7 +353,10 @@ impl Agent {
     fn apply(&mut self, out: &mut Output) {
         for (id, v) in out.verdicts.drain(..) {
             match v {
-                Verdict::Track => self.capture.set_verdict(id, verdict::TRACK),
+                Verdict::Track => {
+                    self.capture.set_verdict(id, verdict::TRACK);
+                    self.enforce_tracked(id);
+                }
                 Verdict::Ignore => {
                     self.stats.connections_ignored += 1;
                     self.capture.set_verdict(id, verdict::IGNORE);
@@ -334,6 +366,10 @@ impl Agent {
         for id in out.forget.drain(..) {
             self.capture.forget(id);
         }
+        // Call hooks (enforcement): not consumed yet; never let them pile up.
+        out.requests.clear();
+        out.progress.clear();
+        out.ended.clear();
         self.stats.cut_responses += std::mem::take(&mut out.cut_responses);
         for (reason, library) in out.failures.drain(..) {
             self.stats.failure(reason);
@@ -378,6 +414,7 @@ impl Agent {
                         }
                         Sink::Summary(summary) => summary.add(&record),
                     }
+                    self.enforce_record(&tracked, &workload, &attribution, &record);
                     if let Some(ledger) = &self.ledger {
                         ledger.record(record);
                     }
@@ -387,8 +424,9 @@ impl Agent {
                     self.stats.completeness.add(tracked.origin.library, CallOutcome::Unparseable);
                     // Still a call (to an AI endpoint, with a status and an owner): counted as one,
                     // with no tokens and no cost.
-                    if self.exporter.is_some() || self.ledger.is_some() {
+                    if self.exporter.is_some() || self.ledger.is_some() || self.enforcer.is_some() {
                         let record = usage::base_record(&tracked, &who, &self.clock);
+                        self.enforce_record(&tracked, &workload, &attribution, &record);
                         if let Some(exporter) = &mut self.exporter {
                             exporter.record_unparsed(&record);
                         }
@@ -452,6 +490,7 @@ impl Agent {
         for (library, lost) in kernel.calls_lost {
             self.stats.completeness.set_lost(library, lost);
         }
+        self.enforce_tick();
         self.push_health();
         self.warn_on_export_failures();
     }

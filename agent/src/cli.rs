@@ -24,11 +24,17 @@ pub enum Command {
         /// The usage ledger's file, instead of `[ledger] path` (the ledger is enabled).
         #[arg(long, value_name = "PATH")]
         ledger: Option<PathBuf>,
+        /// The entitlement policy file, instead of `[enforcement] policy_file` (enforcement on).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
     /// Showback reports and invoices from usage ledgers or a Prometheus-compatible backend.
     Report(ReportArgs),
     /// A live view of a running agent's calls, tokens and cost, from its ledger.
     Top(TopArgs),
+    /// Entitlements: what a running agent enforces.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
     /// Check a configuration file (and the mapping file it names) and exit.
     CheckConfig { file: PathBuf },
     /// Show what the agent resolves for a process (cgroup, container, pod, workload) and which
@@ -106,4 +112,32 @@ pub struct TopArgs {
     /// Print one plain-text snapshot of every view and exit (for scripts; no terminal needed).
     #[arg(long)]
     pub once: bool,
+}
+
+/// `tokentap quota ...`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum QuotaCommand {
+    /// Each entitlement's use, reservations, remaining budget, window end and state, from the
+    /// status file the enforcing agent rewrites every second.
+    Status(QuotaStatusArgs),
+}
+
+/// `tokentap quota status`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct QuotaStatusArgs {
+    /// The agent's configuration file (for its `[enforcement] status_file`).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// The status file to read. Default: the one of `--config`, else
+    /// /run/tokentap/quota.json.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub status_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = QuotaFormat::Table)]
+    pub format: QuotaFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaFormat {
+    Table,
+    Json,
 }

@@ -45,7 +45,7 @@ pub fn check_config(file: &Path) -> ExitCode {
     }
 }
 
-pub fn run(config: Option<&Path>, usage_log: Option<&Path>, ledger: Option<&Path>) -> ExitCode {
+pub fn run(config: Option<&Path>, usage_log: Option<&Path>, ledger: Option<&Path>, policy: Option<&Path>) -> ExitCode {
     let mut config = match load_config(config) {
         Ok(c) => c,
         Err(code) => return code,
@@ -61,13 +61,16 @@ pub fn run(config: Option<&Path>, usage_log: Option<&Path>, ledger: Option<&Path
         config.ledger.path = path.to_path_buf();
         config.ledger.enabled = true;
     }
+    if let Some(path) = policy {
+        config.enforcement.policy_file = Some(path.to_path_buf());
+    }
     let runtime = match runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
     match runtime.block_on(app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ app::AppError::Mapping(_)) => {
+        Err(e @ (app::AppError::Mapping(_) | app::AppError::Policy(_))) => {
             eprintln!("tokentap: {e}");
             ExitCode::from(2)
         }
@@ -117,4 +120,15 @@ pub fn report(args: &crate::cli::ReportArgs) -> ExitCode {
 /// `tokentap top`: runs until `q`.
 pub fn top(args: &crate::cli::TopArgs) -> ExitCode {
     crate::top::run(args)
+}
+
+/// `tokentap quota status`: 0 ok, 2 bad arguments or configuration, 1 a status file that is
+/// missing, unreadable, invalid or stale (the message names it).
+pub fn quota_status(args: &crate::cli::QuotaStatusArgs) -> ExitCode {
+    let config = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let path = args.status_file.clone().unwrap_or(config.enforcement.status_file);
+    crate::enforce::quota_cli::status(&path, args.format)
 }

@@ -20,6 +20,7 @@ pub struct Config {
     pub export: ExportConfig,
     pub pricing: PricingConfig,
     pub ledger: LedgerConfig,
+    pub enforcement: EnforcementConfig,
 }
 
 /// The durable usage ledger (docs/chargeback.md): one SQLite row per call, hourly rollups
@@ -50,6 +51,72 @@ impl Default for LedgerConfig {
             max_pending_records: 100_000,
         }
     }
+}
+
+/// Entitlements enforced in real time (docs/enforcement.md). Off unless a policy file is set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnforcementConfig {
+    /// The entitlement policy (`[[entitlement]]` tables), hot reloaded like the mapping file.
+    pub policy_file: Option<PathBuf>,
+    /// Where the quota status (JSON) is written each second for `tokentap quota status`.
+    pub status_file: PathBuf,
+    /// Output tokens reserved for a call whose request names no `max_tokens` (or the
+    /// provider's equivalent): the bound on how far one such call can overrun a budget.
+    pub default_max_output_tokens: u64,
+    /// Fraction of a limit (used + reserved) from which every request of the entitlement's
+    /// targets is held and approved one by one (the kernel's GATE mode).
+    pub hold_at: f64,
+    /// Shared counters for `scope = "cluster"` entitlements.
+    pub redis: Option<RedisConfig>,
+}
+
+pub const DEFAULT_STATUS_FILE: &str = "/run/tokentap/quota.json";
+
+impl Default for EnforcementConfig {
+    fn default() -> Self {
+        EnforcementConfig {
+            policy_file: None,
+            status_file: PathBuf::from(DEFAULT_STATUS_FILE),
+            default_max_output_tokens: 4096,
+            hold_at: 0.5,
+            redis: None,
+        }
+    }
+}
+
+/// What a node does with cluster entitlements while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Enforce on this node's own counters (plus the last known cluster totals).
+    #[default]
+    Open,
+    /// Treat the cluster entitlements as exhausted until Redis answers again.
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://`, `unix://`).
+    pub url: String,
+    #[serde(default)]
+    pub fail_mode: FailMode,
+    /// Prefix of every key this agent writes (several clusters may share one Redis).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Milliseconds between two pushes of this node's usage (the staleness bound, ≤ 1000).
+    #[serde(default = "default_sync_interval_ms")]
+    pub sync_interval_ms: u64,
+}
+
+fn default_key_prefix() -> String {
+    "tokentap:".to_string()
+}
+
+fn default_sync_interval_ms() -> u64 {
+    500
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -237,6 +304,24 @@ impl Config {
         if l.max_pending_records == 0 {
             return Err(invalid("ledger.max_pending_records", "must be at least 1".into()));
         }
+        let e = &self.enforcement;
+        if e.status_file.as_os_str().is_empty() {
+            return Err(invalid("enforcement.status_file", "must not be empty".into()));
+        }
+        if e.default_max_output_tokens == 0 {
+            return Err(invalid("enforcement.default_max_output_tokens", "must be at least 1".into()));
+        }
+        if !(e.hold_at > 0.0 && e.hold_at <= 1.0) {
+            return Err(invalid("enforcement.hold_at", "must be a fraction in (0, 1]".into()));
+        }
+        if let Some(r) = &e.redis {
+            if !["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| r.url.starts_with(p)) {
+                return Err(invalid("enforcement.redis.url", format!("{:?} is not a redis:// URL", r.url)));
+            }
+            if r.sync_interval_ms == 0 || r.sync_interval_ms > 1000 {
+                return Err(invalid("enforcement.redis.sync_interval_ms", "must be between 1 and 1000".into()));
+            }
+        }
         Ok(())
     }
 }
@@ -292,6 +377,27 @@ mod tests {
         assert!(matches!(&e, ConfigError::Invalid { line: 2, key, .. } if key == "ledger.retention_days"), "{e}");
         let e = Config::parse("t.toml", "[ledger]\nenabled = \"yes\"\n").unwrap_err();
         assert!(matches!(&e, ConfigError::Invalid { line: 2, key, .. } if key == "ledger.enabled"), "{e}");
+    }
+
+    #[test]
+    fn enforcement_section() {
+        let d = Config::default().enforcement;
+        assert_eq!((d.policy_file, d.status_file.to_str(), d.redis), (None, Some(DEFAULT_STATUS_FILE), None));
+        let text = "[enforcement]\npolicy_file = \"/etc/p.toml\"\ndefault_max_output_tokens = 100\nhold_at = 0.9\n\
+                    [enforcement.redis]\nurl = \"redis://127.0.0.1:6379\"\nfail_mode = \"closed\"\n";
+        let c = Config::parse("t.toml", text).unwrap();
+        assert_eq!(c.enforcement.policy_file, Some(PathBuf::from("/etc/p.toml")));
+        assert_eq!((c.enforcement.default_max_output_tokens, c.enforcement.hold_at), (100, 0.9));
+        let r = c.enforcement.redis.unwrap();
+        assert_eq!((r.fail_mode, r.key_prefix.as_str(), r.sync_interval_ms), (FailMode::Closed, "tokentap:", 500));
+        let e = Config::parse("t.toml", "[enforcement]\nhold_at = 1.5\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { line: 2, key, .. } if key == "enforcement.hold_at"), "{e}");
+        let e = Config::parse("t.toml", "[enforcement.redis]\nurl = \"r\"\nfail_mode = \"maybe\"\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { line: 3, key, .. } if key == "enforcement.redis.fail_mode"), "{e}");
+        let e = Config::parse("t.toml", "[enforcement.redis]\nurl = \"http://x\"\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "enforcement.redis.url"), "{e}");
+        let e = Config::parse("t.toml", "[enforcement]\npolicy = \"x\"\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { line: 2, key, .. } if key == "enforcement.policy"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokentap::{
-    cli::{Cli, Command},
+    cli::{self, Cli, Command},
     commands,
 };
 
@@ -14,11 +14,12 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TOKENTAP_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     match cli.command {
-        Command::Run { config, usage_log, ledger } => {
-            commands::run(config.as_deref(), usage_log.as_deref(), ledger.as_deref())
+        Command::Run { config, usage_log, ledger, policy } => {
+            commands::run(config.as_deref(), usage_log.as_deref(), ledger.as_deref(), policy.as_deref())
         }
         Command::Report(args) => commands::report(&args),
         Command::Top(args) => commands::top(&args),
+        Command::Quota(cli::QuotaCommand::Status(args)) => commands::quota_status(&args),
         Command::CheckConfig { file } => commands::check_config(&file),
         Command::Identity { pid, config } => commands::identity(pid, config.as_deref()),
     }

@@ -10,13 +10,13 @@ use crate::attribution::{Mapping, MappingError};
 /// What identifies one version of the file: editors replace files (new inode) or rewrite them
 /// in place (new mtime/size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub(crate) struct Stamp {
     ino: u64,
     size: u64,
     mtime_ns: i128,
 }
 
-fn stamp(path: &Path) -> Option<Stamp> {
+pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some(Stamp { ino: m.ino(), size: m.size(), mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128 })
 }

@@ -71,6 +71,15 @@ pub const METRICS: &[(&str, &str, Kind)] = &[
     ("tokentap.agent.ledger.records.dropped", "{record}", Kind::Counter),
     ("tokentap.agent.ledger.records.pending", "{record}", Kind::Gauge),
     ("tokentap.agent.ledger.commits.failed", "{attempt}", Kind::Counter),
+    ("tokentap.quota.limit", "", Kind::Gauge),
+    ("tokentap.quota.used", "", Kind::Gauge),
+    ("tokentap.quota.reserved", "", Kind::Gauge),
+    ("tokentap.quota.remaining", "", Kind::Gauge),
+    ("tokentap.quota.warnings", "{warning}", Kind::Counter),
+    ("tokentap.quota.actions", "{action}", Kind::Counter),
+    ("tokentap.enforcement.redis.operations", "{operation}", Kind::Counter),
+    ("tokentap.enforcement.redis.failures", "{operation}", Kind::Counter),
+    ("tokentap.enforcement.redis.up", "", Kind::Gauge),
 ];
 
 /// Per-call counters, in the order they are checked.

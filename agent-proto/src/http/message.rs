@@ -256,6 +256,12 @@ impl MessageParser {
         message
     }
 
+    /// The (de-chunked, at most `body_cap`) body of the message being read, so far: lets a
+    /// caller follow a streaming response as it arrives. `None` between messages.
+    pub fn body_so_far(&self) -> Option<&[u8]> {
+        self.current.as_ref().map(|c| c.body.as_slice())
+    }
+
     /// True while a message has started (any byte of it, or an interim response, seen) but not
     /// completed. False once the parser has failed.
     pub fn in_message(&self) -> bool {

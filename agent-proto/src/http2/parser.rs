@@ -21,6 +21,9 @@ const MAX_BLOCK: usize = 256 * 1024;
 pub enum H2Event {
     /// The client sent a request's header block.
     Request { id: u32, head: Head },
+    /// The client finished sending the request (END_STREAM): its body is complete, see
+    /// [`H2Parser::request_so_far`].
+    RequestEnd { id: u32 },
     /// The first DATA byte of a final response arrived.
     ResponseBody { id: u32 },
     /// The server ended the stream: the request and final response. `cut`: the client
@@ -105,6 +108,22 @@ impl H2Parser {
     /// Streams whose request was seen and whose response has not ended.
     pub fn unanswered(&self) -> usize {
         self.streams.values().filter(|s| matches!(s, Slot::Live(_))).count()
+    }
+
+    /// A live stream's request head, body kept so far and whole body length.
+    pub fn request_so_far(&self, id: u32) -> Option<(&Head, &[u8], u64)> {
+        match self.streams.get(&id) {
+            Some(Slot::Live(s)) => Some((&s.request.head, s.request.body(), s.request.body_len())),
+            _ => None,
+        }
+    }
+
+    /// A live stream's final response head and body kept so far, once the head arrived.
+    pub fn response_so_far(&self, id: u32) -> Option<(&Head, &[u8])> {
+        match self.streams.get(&id) {
+            Some(Slot::Live(s)) => s.response.as_ref().map(|r| (&r.head, r.body())),
+            _ => None,
+        }
     }
 
     /// Bytes of one direction: `Role::Request` is what the client sent.
@@ -242,6 +261,9 @@ impl H2Parser {
         if let Some(slot) = self.streams.get_mut(&id) {
             // Trailers of a request (or more frames of a skipped stream).
             if let (Slot::Live(s), true) = (slot, end) {
+                if !s.request.ended {
+                    out.push(H2Event::RequestEnd { id });
+                }
                 s.request.ended = true;
             }
             return Ok(());
@@ -254,6 +276,9 @@ impl H2Parser {
             Block::Request(head) => {
                 self.verified = true;
                 out.push(H2Event::Request { id, head: head.clone() });
+                if end {
+                    out.push(H2Event::RequestEnd { id });
+                }
                 let mut request = Half::new(head);
                 request.ended = end;
                 self.streams.insert(id, Slot::Live(Box::new(Stream { request, response: None })));
@@ -328,8 +353,9 @@ impl H2Parser {
                     if let Some(b) = bytes {
                         s.request.push(b, cap);
                     }
-                    if end && h.has(flag::END_STREAM) {
+                    if end && h.has(flag::END_STREAM) && !s.request.ended {
                         s.request.ended = true;
+                        out.push(H2Event::RequestEnd { id: h.stream });
                     }
                 }
                 Role::Response => {

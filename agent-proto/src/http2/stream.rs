@@ -105,6 +105,16 @@ impl Half {
         first
     }
 
+    /// The body kept so far (at most the cap).
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Whole body length seen so far, including bytes past the cap or lost in gaps.
+    pub fn body_len(&self) -> u64 {
+        self.body_len
+    }
+
     /// The message as the HTTP/1.1 parser would report it; a request the client had not
     /// finished sending is marked truncated.
     pub fn into_message(self) -> Message {

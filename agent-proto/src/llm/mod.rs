@@ -15,6 +15,8 @@ mod estimate;
 mod openai_chat;
 mod openai_embeddings;
 mod openai_responses;
+mod plan;
+mod progress;
 mod recognise;
 mod request;
 #[cfg(test)]
@@ -27,6 +29,8 @@ use serde_json::Value;
 use crate::http::sse;
 use crate::tokens::{self, Encoding};
 
+pub use plan::{plan_request, RequestPlan};
+pub use progress::OutputProgress;
 pub use recognise::{is_known_ai_host, recognise, KNOWN_AI_HOSTS};
 
 /// An AI API provider.

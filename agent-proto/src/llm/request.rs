@@ -1,5 +1,5 @@
-//! What the request says about itself: `model` and `stream`, read without building the whole
-//! JSON tree, and still read from a body the capture cut short.
+//! What the request says about itself: `model`, `stream` and its output cap, read without
+//! building the whole JSON tree, and still read from a body the capture cut short.
 
 use std::fmt;
 
@@ -12,9 +12,11 @@ use super::clean_model;
 pub(crate) struct RequestMeta {
     pub model: Option<String>,
     pub stream: bool,
+    /// The largest of `max_tokens`, `max_completion_tokens`, `max_output_tokens` present.
+    pub max_output_tokens: Option<u64>,
 }
 
-/// Reads the top-level `model` and `stream` of a JSON object. Skipped values are not
+/// Reads the top-level `model`, `stream` and output caps of a JSON object. Skipped values are not
 /// materialised. On a truncated or malformed body, whatever came before the damage is kept.
 pub(crate) fn scan(body: &[u8]) -> RequestMeta {
     let mut meta = RequestMeta::default();
@@ -50,6 +52,12 @@ impl<'de> Visitor<'de> for Scan<'_> {
                     }
                 }
                 "stream" => self.0.stream = map.next_value::<Value>()?.as_bool() == Some(true),
+                // Chat's current and legacy names, the Responses API's, Anthropic's.
+                "max_tokens" | "max_completion_tokens" | "max_output_tokens" => {
+                    if let Some(n) = super::num_at(&map.next_value::<Value>()?, &[]) {
+                        self.0.max_output_tokens = Some(self.0.max_output_tokens.map_or(n, |m| m.max(n)));
+                    }
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -71,6 +79,15 @@ mod tests {
         let m = scan(br#"{"stream":false,"model":"o3"}"#);
         assert_eq!(m.model.as_deref(), Some("o3"));
         assert!(!m.stream);
+    }
+
+    #[test]
+    fn reads_output_caps() {
+        assert_eq!(scan(br#"{"model":"gpt-4o","max_tokens":256}"#).max_output_tokens, Some(256));
+        assert_eq!(scan(br#"{"max_completion_tokens":100,"max_tokens":50}"#).max_output_tokens, Some(100));
+        assert_eq!(scan(br#"{"max_output_tokens":1024.0}"#).max_output_tokens, Some(1024));
+        assert_eq!(scan(br#"{"max_tokens":null,"max_output_tokens":-1}"#).max_output_tokens, None);
+        assert_eq!(scan(br#"{"model":"o3"}"#).max_output_tokens, None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use thiserror::Error;
 use crate::identity::model::Workload;
 
 mod eval;
-mod glob;
+pub(crate) mod glob;
 mod parse;
 mod template;
 

@@ -3,7 +3,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use thiserror::Error;
 use tokentap_common::{
-    data_kind, direction, flags, library, proc_kind, DataHeader, ProcEvent, DATA_HEADER_LEN, PATH_LEN,
+    data_kind, direction, flags, library, mode, proc_kind, DataHeader, HoldEvent, ProcEvent, DATA_HEADER_LEN, PATH_LEN,
 };
 
 /// A TLS session: the owning process and the library's session object.
@@ -148,6 +148,45 @@ pub enum ProcRecord {
         tgid: u32,
         path: String,
     },
+    /// The kernel stopped a process at an egress call (SIGSTOP): user space decides, then
+    /// resumes it.
+    Held(Hold),
+    /// The kernel sent a SIGNAL verdict's signal to a writer on a tracked AI connection.
+    Acted(Acted),
+}
+
+/// The verdict a `Hold` or `Acted` was made under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldMode {
+    Gate,
+    Signal,
+    Deny,
+}
+
+/// A process stopped before its write reached the library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub id: ConnId,
+    pub tid: u32,
+    pub cgroup_id: u64,
+    pub library: TlsLibrary,
+    pub mode: HeldMode,
+    pub ts_ns: u64,
+    /// The SIGSTOP could not be sent (the kernel refused): the process was not stopped.
+    pub failed: bool,
+}
+
+/// A signal sent in-kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acted {
+    pub id: ConnId,
+    pub tid: u32,
+    pub cgroup_id: u64,
+    pub library: TlsLibrary,
+    pub signal: i32,
+    pub ts_ns: u64,
+    /// The kernel refused to send it.
+    pub failed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -166,6 +205,8 @@ pub enum DecodeError {
     BadServerName,
     #[error("peer address of unknown family")]
     BadPeer,
+    #[error("unknown enforcement mode {0}")]
+    UnknownMode(u32),
 }
 
 impl DecodeError {
@@ -178,6 +219,7 @@ impl DecodeError {
             DecodeError::UnknownLibrary(_) => "record_library",
             DecodeError::BadServerName => "record_server_name",
             DecodeError::BadPeer => "record_peer",
+            DecodeError::UnknownMode(_) => "record_mode",
         }
     }
 }
@@ -278,7 +320,50 @@ fn c_string(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+fn decode_hold(bytes: &[u8], kind: u32) -> Result<ProcRecord, DecodeError> {
+    if bytes.len() < std::mem::size_of::<HoldEvent>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: length checked; HoldEvent is plain old data valid for any bit pattern.
+    let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const HoldEvent) };
+    let id = ConnId { tgid: e.tgid, conn: e.conn };
+    let library = TlsLibrary::from_id(e.library).ok_or(DecodeError::UnknownLibrary(e.library))?;
+    if kind == proc_kind::ACTED {
+        let signal = e.signal.abs();
+        let failed = e.signal < 0;
+        return Ok(ProcRecord::Acted(Acted {
+            id,
+            tid: e.tid,
+            cgroup_id: e.cgroup_id,
+            library,
+            signal,
+            ts_ns: e.ts_ns,
+            failed,
+        }));
+    }
+    let mode = match e.mode {
+        mode::GATE => HeldMode::Gate,
+        mode::SIGNAL => HeldMode::Signal,
+        mode::DENY => HeldMode::Deny,
+        other => return Err(DecodeError::UnknownMode(other)),
+    };
+    Ok(ProcRecord::Held(Hold {
+        id,
+        tid: e.tid,
+        cgroup_id: e.cgroup_id,
+        library,
+        mode,
+        ts_ns: e.ts_ns,
+        failed: e.signal < 0,
+    }))
+}
+
 pub fn decode_proc(bytes: &[u8]) -> Result<ProcRecord, DecodeError> {
+    // Records differ in size: the kind (first field of every one) says which this is.
+    let kind = u32::from_ne_bytes(bytes.get(0..4).ok_or(DecodeError::Short(bytes.len()))?.try_into().unwrap_or([0; 4]));
+    if kind == proc_kind::HELD || kind == proc_kind::ACTED {
+        return decode_hold(bytes, kind);
+    }
     if bytes.len() < std::mem::size_of::<ProcEvent>() {
         return Err(DecodeError::Short(bytes.len()));
     }
@@ -403,6 +488,43 @@ pub(crate) mod tests {
             decode_data(&data_record(header(data_kind::PEER, 28), &unix[..3])),
             Err(DecodeError::LengthMismatch)
         );
+    }
+
+    fn hold_record(e: HoldEvent) -> Vec<u8> {
+        let mut v = vec![0u8; std::mem::size_of::<HoldEvent>()];
+        // SAFETY: POD write into a buffer of its size.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr() as *mut HoldEvent, e) };
+        v
+    }
+
+    #[test]
+    fn decodes_held_and_acted() {
+        let mut e = HoldEvent {
+            kind: proc_kind::HELD,
+            tgid: 5,
+            tid: 6,
+            mode: mode::GATE,
+            cgroup_id: 77,
+            conn: 0xabc,
+            ts_ns: 9,
+            library: library::OPENSSL,
+            signal: 19,
+        };
+        let Ok(ProcRecord::Held(h)) = decode_proc(&hold_record(e)) else { panic!("not a hold") };
+        assert_eq!(
+            (h.id, h.tid, h.cgroup_id, h.mode, h.failed),
+            (ConnId { tgid: 5, conn: 0xabc }, 6, 77, HeldMode::Gate, false)
+        );
+        e.kind = proc_kind::ACTED;
+        e.mode = mode::SIGNAL;
+        e.signal = -15;
+        let Ok(ProcRecord::Acted(a)) = decode_proc(&hold_record(e)) else { panic!("not acted") };
+        assert_eq!((a.signal, a.failed, a.library), (15, true, TlsLibrary::OpenSsl));
+        e.kind = proc_kind::HELD;
+        e.mode = 42;
+        assert_eq!(decode_proc(&hold_record(e)), Err(DecodeError::UnknownMode(42)));
+        assert_eq!(decode_proc(&hold_record(e)[..20]), Err(DecodeError::Short(20)));
+        assert_eq!(decode_proc(&[1, 0]), Err(DecodeError::Short(2)));
     }
 
     #[test]

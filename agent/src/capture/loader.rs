@@ -3,13 +3,14 @@ use std::path::Path;
 
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{uprobe::UProbeScope, TracePoint, UProbe},
+    programs::{uprobe::UProbeScope, CgroupAttachMode, CgroupSockAddr, TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
 use thiserror::Error;
 use tokentap_common::{counter, direction, names, ConnKey, ConnState, LostKey, SOCKET_CONN_TAG};
 
 use super::{
+    super::enforce::{actuate::cgroup2_root, kernel::KernelEnforcement},
     event::{ConnId, TlsLibrary},
     probes::{ProbeSpec, SOCKET_TRACEPOINTS, TRACEPOINTS},
 };
@@ -32,6 +33,10 @@ pub enum CaptureError {
     Attach { path: String, program: &'static str, source: aya::programs::ProgramError },
     #[error("{path}: required symbol {symbol} could not be probed: {source}")]
     RequiredProbe { path: String, symbol: &'static str, source: aya::programs::ProgramError },
+    #[error("enforcement needs cgroup v2, and no cgroup2 mount is listed in /proc/self/mountinfo")]
+    NoCgroup2,
+    #[error("attaching {program} at cgroup {path}: {source}")]
+    CgroupAttach { program: &'static str, path: String, source: std::io::Error },
 }
 
 /// Settings fixed at load time.
@@ -40,6 +45,10 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Ports whose TCP connections are captured as plain HTTP; empty: no socket tracepoints.
     pub plain_ports: Vec<u16>,
+    /// Attach the enforcement hooks: `connect4`/`connect6` at the cgroup v2 root and the write
+    /// syscall tracepoints that map TLS connections to their sockets. The hold itself lives in
+    /// the TLS probes and costs one map lookup per write while no verdict is set.
+    pub enforce: bool,
 }
 
 pub struct Capture {
@@ -48,6 +57,7 @@ pub struct Capture {
     lost_calls: HashMap<MapData, LostKey, u64>,
     counters: PerCpuArray<MapData, u64>,
     plain_sockets: HashMap<MapData, ConnKey, u32>,
+    enforcement: KernelEnforcement,
 }
 
 /// Kernel-side counters, summed over CPUs.
@@ -59,6 +69,14 @@ pub struct KernelCounters {
     pub calls_skipped: u64,
     /// Library calls with bytes lost, by stack.
     pub calls_lost: [(TlsLibrary, u64); TlsLibrary::ALL.len()],
+    /// Processes stopped by the hold at an egress call.
+    pub held: u64,
+    /// Signals sent in-kernel for a SIGNAL verdict.
+    pub signalled: u64,
+    /// Connects to AI endpoints refused.
+    pub connect_denied: u64,
+    /// Holds or signals that could not be sent or reported.
+    pub enforce_failed: u64,
 }
 
 impl Default for KernelCounters {
@@ -69,6 +87,10 @@ impl Default for KernelCounters {
             proc_lost: 0,
             calls_skipped: 0,
             calls_lost: TlsLibrary::ALL.map(|l| (l, 0)),
+            held: 0,
+            signalled: 0,
+            connect_denied: 0,
+            enforce_failed: 0,
         }
     }
 }
@@ -103,7 +125,9 @@ impl Capture {
             tp.load().map_err(|source| CaptureError::Program { name: program, source })?;
             tp.attach(category, name).map_err(|source| CaptureError::Tracepoint { category, name, source })?;
         }
-        if !options.plain_ports.is_empty() {
+        // Enforcement needs the write tracepoints too (CONN_FDS); with no port in PLAIN_PORTS
+        // they capture nothing.
+        if !options.plain_ports.is_empty() || options.enforce {
             let mut ports: HashMap<MapData, u16, u8> = take_map(&mut ebpf, names::PLAIN_PORTS)?;
             for &port in &options.plain_ports {
                 ports.insert(port, 1, 0).map_err(|_| CaptureError::Map(names::PLAIN_PORTS))?;
@@ -118,13 +142,17 @@ impl Capture {
                 })?;
             }
         }
+        if options.enforce {
+            attach_connect_hooks(&mut ebpf)?;
+        }
+        let enforcement = KernelEnforcement::from_ebpf(&mut ebpf)?;
         let plain_sockets = take_map(&mut ebpf, names::PLAIN_SOCKETS)?;
         let data = take_map(&mut ebpf, names::DATA_EVENTS)?;
         let proc = take_map(&mut ebpf, names::PROC_EVENTS)?;
         let conn_state = take_map(&mut ebpf, names::CONN_STATE)?;
         let counters = take_map(&mut ebpf, names::COUNTERS)?;
         let lost_calls = take_map(&mut ebpf, names::LOST_CALLS)?;
-        Ok((Capture { ebpf, conn_state, lost_calls, counters, plain_sockets }, Rings { data, proc }))
+        Ok((Capture { ebpf, conn_state, lost_calls, counters, plain_sockets, enforcement }, Rings { data, proc }))
     }
 
     /// Attaches the probe table to one library file. Returns how many probes attached and
@@ -200,6 +228,11 @@ impl Capture {
         }
     }
 
+    /// The enforcement verdict maps.
+    pub fn enforcement(&mut self) -> &mut KernelEnforcement {
+        &mut self.enforcement
+    }
+
     pub fn counters(&self) -> KernelCounters {
         let sum = |index: u32| -> u64 { self.counters.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0) };
         KernelCounters {
@@ -208,6 +241,10 @@ impl Capture {
             proc_lost: sum(counter::PROC_LOST),
             calls_skipped: sum(counter::CALLS_SKIPPED),
             calls_lost: TlsLibrary::ALL.map(|l| (l, sum(counter::CALLS_LOST + l.id()))),
+            held: sum(counter::HELD),
+            signalled: sum(counter::SIGNALLED),
+            connect_denied: sum(counter::CONNECT_DENIED),
+            enforce_failed: sum(counter::ENFORCE_FAILED),
         }
     }
 }
@@ -225,7 +262,28 @@ where
     program.try_into().map_err(|_| CaptureError::Map(name))
 }
 
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>
+/// `connect4`/`connect6` at the cgroup v2 root, so every cgroup is covered. As links: several
+/// agents on one host (or one per test) each keep their own programs side by side.
+fn attach_connect_hooks(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
+    let root = cgroup2_root().ok_or(CaptureError::NoCgroup2)?;
+    let dir = std::fs::File::open(&root).map_err(|source| CaptureError::CgroupAttach {
+        program: names::PROG_CONNECT4,
+        path: root.display().to_string(),
+        source,
+    })?;
+    for program in [names::PROG_CONNECT4, names::PROG_CONNECT6] {
+        let prog: &mut CgroupSockAddr = program_mut(ebpf, program)?;
+        prog.load().map_err(|source| CaptureError::Program { name: program, source })?;
+        prog.attach(&dir, CgroupAttachMode::default()).map_err(|source| CaptureError::CgroupAttach {
+            program,
+            path: root.display().to_string(),
+            source: std::io::Error::other(source),
+        })?;
+    }
+    Ok(())
+}
+
+pub(crate) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>
 where
     T: TryFrom<aya::maps::Map>,
 {

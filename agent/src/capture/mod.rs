@@ -3,5 +3,7 @@ pub mod event;
 pub mod loader;
 pub mod probes;
 
-pub use event::{decode_data, decode_proc, ConnId, DataChunk, DataRecord, Direction, ProcRecord, TlsLibrary};
+pub use event::{
+    decode_data, decode_proc, Acted, ConnId, DataChunk, DataRecord, Direction, HeldMode, Hold, ProcRecord, TlsLibrary,
+};
 pub use loader::{Capture, CaptureError, KernelCounters, LoadOptions, Rings};

@@ -11,6 +11,7 @@ pub mod instruments;
 pub mod labels;
 pub mod otlp;
 pub mod prometheus;
+pub mod quota;
 pub mod start;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
@@ -27,8 +28,9 @@ use self::{
     instruments::Instruments,
     labels::Labels,
     otlp::{CountingExporter, ExportCounts},
+    quota::QuotaInstruments,
 };
-use crate::usage::UsageRecord;
+use crate::{enforce::status::QuotaStatus, usage::UsageRecord};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -90,6 +92,7 @@ pub enum ExportError {
 pub struct Exporter {
     provider: SdkMeterProvider,
     instruments: Instruments,
+    quota: QuotaInstruments,
     labels: Labels,
     health: SharedHealth,
     pub exports: Arc<ExportCounts>,
@@ -169,9 +172,11 @@ impl Exporter {
         let health = SharedHealth::default();
         health::register(&meter, &health, &exports);
         start::register(&meter);
+        let quota = QuotaInstruments::register(&meter);
         Ok(Some(Exporter {
             provider,
             instruments,
+            quota,
             labels: Labels::new(config.max_values_per_attribute.max(1), config.include_pid, config.include_pod),
             health,
             exports,
@@ -197,6 +202,27 @@ impl Exporter {
         if let Ok(mut h) = self.health.lock() {
             *h = snapshot;
         }
+    }
+
+    /// The quota gauges report this status's entitlements from now on.
+    pub fn update_quota(&mut self, status: &QuotaStatus) {
+        self.quota.update(status);
+    }
+
+    /// An entitlement crossed its `warn_at`.
+    pub fn quota_warning(&mut self, entitlement: &str) {
+        self.quota.warning(entitlement);
+    }
+
+    /// An action (`observe`, `signal`, `deny`, `cut`) fired for an entitlement.
+    pub fn quota_action(&mut self, entitlement: &str, action: &str) {
+        self.quota.action(entitlement, action);
+    }
+
+    /// The cluster counters' Redis client: operations and failures since start (totals), and
+    /// whether Redis answered last time. Until first called, the Redis instruments report nothing.
+    pub fn update_redis(&mut self, operations: u64, failures: u64, up: bool) {
+        self.quota.redis(operations, failures, up);
     }
 
     /// Flushes and stops. Blocks (up to the SDK's timeout plus one export): call it off the

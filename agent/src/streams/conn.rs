@@ -7,6 +7,7 @@ use tokentap_proto::{
     llm::{self, Endpoint},
 };
 
+use super::calls::{self, CallStart, Follow};
 use crate::capture::event::Direction;
 
 /// A request that has been sent and awaits its response.
@@ -15,11 +16,19 @@ struct Pending {
     endpoint: Option<Endpoint>,
     start_ns: u64,
     message: Option<Message>,
+    /// Its position on the connection (the call's key).
+    seq: u64,
+    /// From the request's plan, to follow a streamed response: model and `stream`.
+    model: Option<String>,
+    stream: bool,
+    follow: Option<Follow>,
 }
 
 /// A request and its response, both complete. Holds plaintext: lives only while parsed.
 pub struct Exchange {
     pub endpoint: Endpoint,
+    /// The call's key on its connection (see `calls::CallKey`).
+    pub seq: u64,
     pub request_head: Head,
     /// `None` if the response completed before the request did (an early error answer).
     pub request: Option<Message>,
@@ -60,6 +69,23 @@ pub struct Outcome {
     pub cut_responses: u64,
     /// Exchanges lost to parse failures that leave the connection usable (HTTP/2 streams).
     pub failures: Vec<&'static str>,
+    /// Requests to AI endpoints sent whole (only with call hooks on).
+    pub requests: Vec<CallStart>,
+    /// `(seq, output tokens so far)` of streaming responses.
+    pub progress: Vec<(u64, u64)>,
+    /// Calls that will never complete (a failed HTTP/2 stream).
+    pub ended: Vec<u64>,
+}
+
+/// How every HTTP version's connection is set up.
+#[derive(Clone)]
+pub struct Settings {
+    /// Largest body kept for parsing.
+    pub body_cap: usize,
+    pub extra_ai_hosts: std::sync::Arc<Vec<String>>,
+    /// Report request starts and stream progress (enforcement needs them; they cost a token
+    /// count per request).
+    pub call_hooks: bool,
 }
 
 pub struct HttpConnection {
@@ -71,7 +97,8 @@ pub struct HttpConnection {
     last_ingress_ns: Option<u64>,
     classified: bool,
     events: Vec<Event>,
-    extra_ai_hosts: std::sync::Arc<Vec<String>>,
+    settings: Settings,
+    next_seq: u64,
 }
 
 /// Path prefixes that AI-serving endpoints use even when the host is unknown: a connection whose
@@ -133,17 +160,18 @@ pub fn recognise_request<'h>(
 }
 
 impl HttpConnection {
-    pub fn new(body_cap: usize, extra_ai_hosts: std::sync::Arc<Vec<String>>) -> Self {
+    pub fn new(settings: Settings) -> Self {
         HttpConnection {
-            requests: MessageParser::new(Role::Request, body_cap),
-            responses: MessageParser::new(Role::Response, body_cap),
+            requests: MessageParser::new(Role::Request, settings.body_cap),
+            responses: MessageParser::new(Role::Response, settings.body_cap),
             pending: VecDeque::new(),
             request_start_ns: None,
             first_body_ns: None,
             last_ingress_ns: None,
             classified: false,
             events: Vec::new(),
-            extra_ai_hosts,
+            settings,
+            next_seq: 0,
         }
     }
 
@@ -169,7 +197,18 @@ impl HttpConnection {
             self.on_event(direction, ts_ns, event, out);
         }
         self.events = events;
+        if direction == Direction::Ingress {
+            self.follow(out);
+        }
         result
+    }
+
+    /// Counts the new output of the response being read, if it is a followed stream.
+    fn follow(&mut self, out: &mut Outcome) {
+        let (Some(p), Some(body)) = (self.pending.front_mut(), self.responses.body_so_far()) else { return };
+        if let Some(tokens) = p.follow.as_mut().and_then(|f| f.advance(body)) {
+            out.progress.push((p.seq, tokens));
+        }
     }
 
     /// The connection ended: completes a response delimited by the close, and accepts a
@@ -196,18 +235,36 @@ impl HttpConnection {
     fn on_event(&mut self, direction: Direction, ts_ns: u64, event: Event, out: &mut Outcome) {
         match (direction, event) {
             (Direction::Egress, Event::HeadComplete(head)) => {
-                let (method, endpoint, _) = recognise_request(&head, &mut self.classified, &self.extra_ai_hosts, out);
+                let (method, endpoint, _) =
+                    recognise_request(&head, &mut self.classified, &self.settings.extra_ai_hosts, out);
                 self.responses.push_request_method(method);
                 let start_ns = self.request_start_ns.unwrap_or(ts_ns);
-                self.pending.push_back(Pending { head, endpoint, start_ns, message: None });
+                self.next_seq += 1;
+                let seq = self.next_seq;
+                let p =
+                    Pending { head, endpoint, start_ns, message: None, seq, model: None, stream: false, follow: None };
+                self.pending.push_back(p);
             }
             (Direction::Egress, Event::Complete(message)) => {
+                let (hooks, cap) = (self.settings.call_hooks, self.settings.body_cap);
                 if let Some(p) = self.pending.iter_mut().rev().find(|p| p.message.is_none()) {
+                    if let (true, Some(api)) = (hooks, p.endpoint) {
+                        let plan = calls::plan(api, &p.head, &message.body, message.body_len, message.truncated, cap);
+                        (p.model, p.stream) = (plan.model.clone(), plan.stream);
+                        out.requests.push(CallStart { seq: p.seq, api, plan });
+                    }
                     p.message = Some(message);
                 }
             }
             (Direction::Egress, Event::FirstBodyByte) => {}
-            (Direction::Ingress, Event::HeadComplete(_)) => self.first_body_ns = None,
+            (Direction::Ingress, Event::HeadComplete(head)) => {
+                self.first_body_ns = None;
+                if let Some(p) = self.pending.front_mut().filter(|p| p.message.is_some()) {
+                    if let (true, Some(api)) = (self.settings.call_hooks, p.endpoint) {
+                        p.follow = Follow::for_response(api, p.model.as_deref(), p.stream, &head);
+                    }
+                }
+            }
             (Direction::Ingress, Event::FirstBodyByte) => self.first_body_ns = Some(ts_ns),
             (Direction::Ingress, Event::Complete(response)) => {
                 let first_body = self.first_body_ns.take();
@@ -215,6 +272,7 @@ impl HttpConnection {
                 if let Some(endpoint) = p.endpoint {
                     out.exchanges.push(Exchange {
                         endpoint,
+                        seq: p.seq,
                         request_head: p.head,
                         request: p.message,
                         response,

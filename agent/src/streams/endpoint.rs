@@ -95,7 +95,12 @@ mod tests {
             BODY.len()
         );
         let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{RESP}", RESP.len());
-        let mut t = Tracker::new(TrackerConfig { call_cap: 1 << 20, body_cap: 1 << 20, extra_ai_hosts: vec![] });
+        let mut t = Tracker::new(TrackerConfig {
+            call_cap: 1 << 20,
+            body_cap: 1 << 20,
+            extra_ai_hosts: vec![],
+            call_hooks: false,
+        });
         let mut out = Output::default();
         let (id, idle) = (ConnId { tgid: 100, conn: 1 }, ConnId { tgid: 100, conn: 2 });
         let peer: SocketAddr = "10.0.0.5:11434".parse().unwrap();

@@ -1,6 +1,6 @@
 //! One client TLS connection speaking HTTP/2: each completed stream becomes an [`Exchange`],
 //! exactly as a request/response pair does on HTTP/1.1 (see conn.rs).
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use tokentap_proto::{
     http::Role,
@@ -8,7 +8,10 @@ use tokentap_proto::{
     llm::Endpoint,
 };
 
-use super::conn::{recognise_request, Exchange, Outcome, Piece};
+use super::{
+    calls::{self, CallStart, Follow},
+    conn::{recognise_request, Exchange, Outcome, Piece, Settings},
+};
 use crate::capture::event::Direction;
 
 /// Failures kept while a connection is unclassified; a joined-late connection that never shows a
@@ -20,6 +23,10 @@ struct Open {
     endpoint: Option<Endpoint>,
     start_ns: u64,
     first_body_ns: Option<u64>,
+    /// The request's plan was reported (its model and `stream` kept to follow the response).
+    planned: Option<(Option<String>, bool)>,
+    /// `None` until the response head arrived; then `Some(None)` if the response is not followed.
+    follow: Option<Option<Follow>>,
 }
 
 pub struct H2Connection {
@@ -33,22 +40,22 @@ pub struct H2Connection {
     /// When the server's last bytes arrived: the end of a response the client cut short.
     last_ingress_ns: Option<u64>,
     events: Vec<H2Event>,
-    extra_ai_hosts: Arc<Vec<String>>,
+    settings: Settings,
 }
 
 impl H2Connection {
     /// `preface`: the client preface was the first egress bytes; otherwise the connection is
     /// joined mid-way and the HPACK tables' history is unknown.
-    pub fn new(body_cap: usize, preface: bool, extra_ai_hosts: Arc<Vec<String>>) -> Self {
+    pub fn new(settings: Settings, preface: bool) -> Self {
         H2Connection {
-            parser: H2Parser::new(body_cap, preface),
+            parser: H2Parser::new(settings.body_cap, preface),
             open: HashMap::new(),
             classified: false,
             deferred: Vec::new(),
             ingress_seen: false,
             last_ingress_ns: None,
             events: Vec::new(),
-            extra_ai_hosts,
+            settings,
         }
     }
 
@@ -83,7 +90,34 @@ impl H2Connection {
             self.on_event(ts_ns, event, out);
         }
         self.events = events;
+        if role == Role::Response && self.settings.call_hooks {
+            self.follow(out);
+        }
         result
+    }
+
+    /// Counts the new output of every followed stream; a stream's response head decides whether
+    /// it is followed, the first time it is seen.
+    fn follow(&mut self, out: &mut Outcome) {
+        for (&id, open) in self.open.iter_mut() {
+            let (Some(api), Some((model, stream))) = (open.endpoint, open.planned.as_ref()) else { continue };
+            let Some((head, body)) = self.parser.response_so_far(id) else { continue };
+            let follow = open.follow.get_or_insert_with(|| Follow::for_response(api, model.as_deref(), *stream, head));
+            if let Some(tokens) = follow.as_mut().and_then(|f| f.advance(body)) {
+                out.progress.push((u64::from(id), tokens));
+            }
+        }
+    }
+
+    /// The request of stream `id` is whole: report what it may cost.
+    fn plan(&mut self, id: u32, out: &mut Outcome) {
+        let Some(open) = self.open.get_mut(&id) else { return };
+        let (Some(api), true, None) = (open.endpoint, self.settings.call_hooks, &open.planned) else { return };
+        let Some((head, body, body_len)) = self.parser.request_so_far(id) else { return };
+        let truncated = body_len > body.len() as u64;
+        let plan = calls::plan(api, head, body, body_len, truncated, self.settings.body_cap);
+        open.planned = Some((plan.model.clone(), plan.stream));
+        out.requests.push(CallStart { seq: u64::from(id), api, plan });
     }
 
     /// The connection ended: responses cut by the close complete with what arrived (as on
@@ -105,15 +139,18 @@ impl H2Connection {
     fn on_event(&mut self, ts_ns: u64, event: H2Event, out: &mut Outcome) {
         match event {
             H2Event::Request { id, head } => {
-                let (_, endpoint, verdict) = recognise_request(&head, &mut self.classified, &self.extra_ai_hosts, out);
+                let (_, endpoint, verdict) =
+                    recognise_request(&head, &mut self.classified, &self.settings.extra_ai_hosts, out);
                 if let Some(ai) = verdict {
                     if ai {
                         out.failures.append(&mut self.deferred);
                     }
                     self.deferred.clear();
                 }
-                self.open.insert(id, Open { endpoint, start_ns: ts_ns, first_body_ns: None });
+                let open = Open { endpoint, start_ns: ts_ns, first_body_ns: None, planned: None, follow: None };
+                self.open.insert(id, open);
             }
+            H2Event::RequestEnd { id } => self.plan(id, out),
             H2Event::ResponseBody { id } => {
                 if let Some(open) = self.open.get_mut(&id) {
                     open.first_body_ns.get_or_insert(ts_ns);
@@ -125,6 +162,7 @@ impl H2Connection {
                 if let Some(endpoint) = open.endpoint {
                     out.exchanges.push(Exchange {
                         endpoint,
+                        seq: u64::from(id),
                         request_head: request.head.clone(),
                         request: Some(request),
                         response,
@@ -136,6 +174,9 @@ impl H2Connection {
             }
             H2Event::Failed { id, reason } => {
                 let open = self.open.remove(&id);
+                if open.as_ref().is_some_and(|o| o.planned.is_some()) {
+                    out.ended.push(u64::from(id));
+                }
                 // A failed stream of a non-AI endpoint on an AI connection is no lost usage.
                 if open.is_some_and(|o| o.endpoint.is_none()) {
                     return;

@@ -5,7 +5,7 @@ use super::*;
 use crate::capture::event::{ConnId, DataChunk, Direction, TlsLibrary};
 
 fn tracker() -> Tracker {
-    Tracker::new(TrackerConfig { call_cap: 1 << 20, body_cap: 1 << 20, extra_ai_hosts: Vec::new() })
+    Tracker::new(TrackerConfig { call_cap: 1 << 20, body_cap: 1 << 20, extra_ai_hosts: Vec::new(), call_hooks: true })
 }
 
 fn chunk(conn: u64, direction: Direction, ts_ns: u64, data: &[u8]) -> DataChunk<'_> {
@@ -155,4 +155,47 @@ fn client_cancel_after_the_last_event_still_meters_the_stream() {
     assert_eq!(out.exchanges[0].exchange.response_end_ns, 20, "ends with the last bytes read");
     assert_eq!(out.cut_responses, 1);
     assert!(out.failures.is_empty());
+}
+
+#[test]
+fn streams_start_progress_and_end_under_their_stream_id() {
+    let mut t = tracker();
+    let mut out = Output::default();
+    let body =
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello world"}],"max_tokens":50,"stream":true}"#;
+    let fields = [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "api.openai.com"),
+        (":path", "/v1/chat/completions"),
+    ];
+    let mut bytes = PREFACE.to_vec();
+    // Stream 1: headers, then the body in two DATA frames; the request is whole at END_STREAM.
+    bytes.extend(frame(HEADERS, END_HEADERS, 1, &block(&fields)));
+    bytes.extend(frame(DATA, 0, 1, &body.as_bytes()[..20]));
+    t.on_chunk(&chunk(9, Direction::Egress, 5, &bytes), &mut out);
+    assert!(out.requests.is_empty(), "not whole yet");
+    let rest = [frame(DATA, END_STREAM, 1, &body.as_bytes()[20..]), request(3, "/v1/chat/completions")].concat();
+    t.on_chunk(&chunk(9, Direction::Egress, 6, &rest), &mut out);
+    let key = |seq| CallKey { conn: ConnId { tgid: 200, conn: 9 }, seq };
+    assert_eq!(out.requests.iter().map(|r| r.call).collect::<Vec<_>>(), vec![key(1), key(3)]);
+    assert_eq!(out.requests[0].estimate, Estimate { input_tokens: 9, max_output_tokens: Some(50) });
+    assert!(out.requests[0].streaming);
+
+    let head = frame(HEADERS, END_HEADERS, 1, &block(&[(":status", "200"), ("content-type", "text/event-stream")]));
+    t.on_chunk(&chunk(9, Direction::Ingress, 10, &head), &mut out);
+    for i in 0..64u32 {
+        let ev = format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" w{i}\"}}}}]}}\n\n");
+        t.on_chunk(&chunk(9, Direction::Ingress, 11 + u64::from(i), &frame(DATA, 0, 1, ev.as_bytes())), &mut out);
+    }
+    let seen: Vec<u64> = out.progress.iter().map(|p| p.output_tokens_so_far).collect();
+    assert!(out.progress.iter().all(|p| p.call == key(1)));
+    assert!(seen.len() >= 4 && seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    // Stream 3 is reset by the server: it ends without an exchange; stream 1 completes.
+    t.on_chunk(&chunk(9, Direction::Ingress, 90, &frame(3, 0, 3, &[0, 0, 0, 2])), &mut out);
+    assert_eq!(out.ended, vec![key(3)]);
+    t.on_chunk(&chunk(9, Direction::Ingress, 91, &frame(DATA, END_STREAM, 1, b"data: [DONE]\n\n")), &mut out);
+    assert_eq!(out.exchanges.iter().map(|e| e.call).collect::<Vec<_>>(), vec![key(1)]);
+    t.on_close(ConnId { tgid: 200, conn: 9 }, 99, &mut out);
+    assert_eq!(out.ended, vec![key(3)], "nothing else was open");
 }

@@ -1,13 +1,11 @@
 //! Which HTTP version a connection speaks, decided from its first captured bytes.
-use std::sync::Arc;
-
 use tokentap_proto::{
     http::HttpError,
     http2::{looks_like_frame, starts_with_preface, H2Error},
 };
 
 use super::{
-    conn::{HttpConnection, Outcome, Piece},
+    conn::{HttpConnection, Outcome, Piece, Settings},
     h2::H2Connection,
 };
 use crate::capture::event::Direction;
@@ -36,18 +34,15 @@ impl ConnError {
 
 pub enum Connection {
     /// No byte seen yet.
-    Undecided {
-        body_cap: usize,
-        extra_ai_hosts: Arc<Vec<String>>,
-    },
+    Undecided(Settings),
     // Boxed: a connection is allocated once and lives long; the variants differ in size.
     Http1(Box<HttpConnection>),
     Http2(Box<H2Connection>),
 }
 
 impl Connection {
-    pub fn new(body_cap: usize, extra_ai_hosts: Arc<Vec<String>>) -> Self {
-        Connection::Undecided { body_cap, extra_ai_hosts }
+    pub fn new(settings: Settings) -> Self {
+        Connection::Undecided(settings)
     }
 
     /// Picks the protocol on the first bytes. The client preface means HTTP/2 from the start;
@@ -55,15 +50,15 @@ impl Connection {
     /// that opened before the agent started. Anything else goes to the HTTP/1.x parser, which
     /// tells HTTP/1.x from the rest.
     fn decide(&mut self, direction: Direction, data: Option<&[u8]>) -> Result<(), ConnError> {
-        let Connection::Undecided { body_cap, extra_ai_hosts } = self else { return Ok(()) };
-        let (cap, hosts) = (*body_cap, extra_ai_hosts.clone());
+        let Connection::Undecided(settings) = self else { return Ok(()) };
+        let settings = settings.clone();
         *self = match (direction, data) {
             (Direction::Egress, Some(d)) if starts_with_preface(d) => {
-                Connection::Http2(Box::new(H2Connection::new(cap, true, hosts)))
+                Connection::Http2(Box::new(H2Connection::new(settings, true)))
             }
             (Direction::Ingress, Some(d)) if starts_with_preface(d) => return Err(ConnError::H2(H2Error::ServerSide)),
-            (_, Some(d)) if looks_like_frame(d) => Connection::Http2(Box::new(H2Connection::new(cap, false, hosts))),
-            _ => Connection::Http1(Box::new(HttpConnection::new(cap, hosts))),
+            (_, Some(d)) if looks_like_frame(d) => Connection::Http2(Box::new(H2Connection::new(settings, false))),
+            _ => Connection::Http1(Box::new(HttpConnection::new(settings))),
         };
         Ok(())
     }
@@ -73,7 +68,7 @@ impl Connection {
         let Piece { direction, data, .. } = piece;
         self.decide(direction, data)?;
         match self {
-            Connection::Undecided { .. } => Ok(()),
+            Connection::Undecided(_) => Ok(()),
             Connection::Http1(c) => c.feed(piece, out).map_err(ConnError::Http),
             Connection::Http2(c) => c.feed(piece, out).map_err(|e| {
                 // A joined-late stream that only looked like HTTP/2 is not a failure.
@@ -88,7 +83,7 @@ impl Connection {
 
     pub fn finish(&mut self, ts_ns: u64, out: &mut Outcome) -> Result<(), ConnError> {
         match self {
-            Connection::Undecided { .. } => Ok(()),
+            Connection::Undecided(_) => Ok(()),
             Connection::Http1(c) => c.finish(ts_ns, out).map_err(ConnError::Http),
             Connection::Http2(c) => {
                 c.finish(ts_ns, out);
@@ -99,7 +94,7 @@ impl Connection {
 
     pub fn unanswered(&self) -> usize {
         match self {
-            Connection::Undecided { .. } => 0,
+            Connection::Undecided(_) => 0,
             Connection::Http1(c) => c.unanswered(),
             Connection::Http2(c) => c.unanswered(),
         }

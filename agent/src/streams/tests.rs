@@ -6,7 +6,12 @@ use crate::capture::event::{ConnId, DataChunk, Direction, TlsLibrary};
 const CAP: u64 = 1024;
 
 fn tracker() -> Tracker {
-    Tracker::new(TrackerConfig { call_cap: CAP, body_cap: 1 << 20, extra_ai_hosts: vec!["gw.internal".into()] })
+    Tracker::new(TrackerConfig {
+        call_cap: CAP,
+        body_cap: 1 << 20,
+        extra_ai_hosts: vec!["gw.internal".into()],
+        call_hooks: true,
+    })
 }
 
 fn chunk(conn: u64, direction: Direction, ts_ns: u64, data: &[u8]) -> DataChunk<'_> {

@@ -3,7 +3,8 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use super::{
-    conn::{Exchange, Outcome, Piece},
+    calls::{CallKey, Estimate, RequestStart, StreamProgress},
+    conn::{Exchange, Outcome, Piece, Settings},
     cursor::CallCursor,
     endpoint::{Endpoint, Endpoints},
     proto::{ConnError, Connection},
@@ -21,6 +22,8 @@ pub struct Origin {
 
 pub struct TrackedExchange {
     pub origin: Origin,
+    /// The same key its `RequestStart` had.
+    pub call: CallKey,
     pub exchange: Exchange,
     /// TLS server name and socket peer, when the capture saw them.
     pub endpoint: Endpoint,
@@ -44,6 +47,13 @@ pub struct Output {
     pub failures: Vec<(&'static str, TlsLibrary)>,
     /// Responses whose body was completed by the connection's close (see `HttpConnection::finish`).
     pub cut_responses: u64,
+    /// Requests to AI endpoints sent whole, with what they may cost (call hooks only).
+    pub requests: Vec<RequestStart>,
+    /// Output so far of streaming responses (call hooks only).
+    pub progress: Vec<StreamProgress>,
+    /// Calls reported in `requests` that ended without an exchange: their connection closed,
+    /// failed, idled out or its process exited, or their HTTP/2 stream failed.
+    pub ended: Vec<CallKey>,
 }
 
 struct Tracked {
@@ -54,6 +64,16 @@ struct Tracked {
     last_ns: u64,
     /// The kernel lost a call of this connection that no chunk reported (see `mark_lost`).
     lost: bool,
+    /// Calls reported in `Output::requests` whose exchange has not come (a handful at most).
+    open_calls: Vec<u64>,
+}
+
+impl Tracked {
+    /// The connection is gone: every call still open ends without an exchange.
+    fn end_calls(&mut self, out: &mut Output) {
+        let conn = self.origin.id;
+        out.ended.extend(self.open_calls.drain(..).map(|seq| CallKey { conn, seq }));
+    }
 }
 
 /// Parse-failure reason for a connection whose byte stream has a hole of unknown size.
@@ -67,6 +87,9 @@ pub struct TrackerConfig {
     /// Hosts to treat as AI APIs besides the built-in provider hosts, and (entries that start
     /// with `/`) request path prefixes.
     pub extra_ai_hosts: Vec<String>,
+    /// Report `Output::requests` and `Output::progress` (enforcement): costs a token count of
+    /// every request, so off unless something uses them.
+    pub call_hooks: bool,
 }
 
 pub struct Tracker {
@@ -74,8 +97,7 @@ pub struct Tracker {
     /// Connections judged not worth capturing; their in-flight chunks are dropped.
     ignored: HashMap<ConnId, u64>,
     call_cap: u64,
-    body_cap: usize,
-    extra_ai_hosts: Arc<Vec<String>>,
+    settings: Settings,
     endpoints: Endpoints,
 }
 
@@ -85,8 +107,11 @@ impl Tracker {
             conns: HashMap::new(),
             ignored: HashMap::new(),
             call_cap: config.call_cap,
-            body_cap: config.body_cap,
-            extra_ai_hosts: Arc::new(config.extra_ai_hosts),
+            settings: Settings {
+                body_cap: config.body_cap,
+                extra_ai_hosts: Arc::new(config.extra_ai_hosts),
+                call_hooks: config.call_hooks,
+            },
             endpoints: Endpoints::default(),
         }
     }
@@ -110,14 +135,15 @@ impl Tracker {
             return;
         }
         let origin = Origin { id: chunk.id, tid: chunk.tid, cgroup_id: chunk.cgroup_id, library: chunk.library };
-        let (body_cap, hosts) = (self.body_cap, self.extra_ai_hosts.clone());
+        let settings = &self.settings;
         let tracked = self.conns.entry(chunk.id).or_insert_with(|| Tracked {
-            http: Connection::new(body_cap, hosts),
+            http: Connection::new(settings.clone()),
             egress: CallCursor::default(),
             ingress: CallCursor::default(),
             origin,
             last_ns: chunk.ts_ns,
             lost: false,
+            open_calls: Vec::new(),
         });
         if chunk.lost_before {
             // Bytes are missing and nobody knows how many: any framing from here on is a
@@ -153,10 +179,14 @@ impl Tracker {
     }
 
     fn absorb(&mut self, origin: Origin, ts_ns: u64, outcome: Outcome, out: &mut Output) {
+        if let Some(tracked) = self.conns.get_mut(&origin.id) {
+            calls_of(tracked, &self.endpoints, &outcome, out);
+        }
         out.failures.extend(outcome.failures.iter().map(|r| (*r, origin.library)));
         out.cut_responses += outcome.cut_responses;
         for exchange in outcome.exchanges {
-            out.exchanges.push(TrackedExchange { origin, exchange, endpoint: self.endpoints.get(origin.id) });
+            let call = CallKey { conn: origin.id, seq: exchange.seq };
+            out.exchanges.push(TrackedExchange { origin, call, exchange, endpoint: self.endpoints.get(origin.id) });
         }
         match outcome.classified {
             Some(true) => out.verdicts.push((origin.id, Verdict::Track)),
@@ -166,7 +196,9 @@ impl Tracker {
     }
 
     fn ignore(&mut self, id: ConnId, ts_ns: u64, out: &mut Output) {
-        self.conns.remove(&id);
+        if let Some(mut tracked) = self.conns.remove(&id) {
+            tracked.end_calls(out);
+        }
         self.ignored.insert(id, ts_ns);
         out.verdicts.push((id, Verdict::Ignore));
     }
@@ -213,6 +245,11 @@ impl Tracker {
     }
 
     fn close_tracked(&mut self, tracked: &mut Tracked, ts_ns: u64, out: &mut Output) {
+        self.finish_tracked(tracked, ts_ns, out);
+        tracked.end_calls(out);
+    }
+
+    fn finish_tracked(&mut self, tracked: &mut Tracked, ts_ns: u64, out: &mut Output) {
         if tracked.lost {
             // What arrived is a prefix with holes: completing it would write a wrong record.
             let calls = tracked.http.unanswered().max(1);
@@ -229,10 +266,12 @@ impl Tracker {
             result = tracked.http.finish(ts_ns, &mut outcome);
         }
         out.cut_responses += outcome.cut_responses;
+        calls_of(tracked, &self.endpoints, &outcome, out);
         let endpoint = self.endpoints.get(tracked.origin.id);
         out.failures.extend(outcome.failures.iter().map(|r| (*r, tracked.origin.library)));
         for exchange in outcome.exchanges {
-            out.exchanges.push(TrackedExchange { origin: tracked.origin, exchange, endpoint: endpoint.clone() });
+            let call = CallKey { conn: tracked.origin.id, seq: exchange.seq };
+            out.exchanges.push(TrackedExchange { origin: tracked.origin, call, exchange, endpoint: endpoint.clone() });
         }
         if let Err(e) = result {
             if !e.is_verdict() {
@@ -280,5 +319,42 @@ impl Tracker {
             }
             keep
         });
+    }
+}
+
+/// Reports a connection's call events and keeps its open calls: a request start opens a call,
+/// its exchange or a stream failure closes it. Takes the requests out of `outcome`.
+fn calls_of(tracked: &mut Tracked, endpoints: &Endpoints, outcome: &Outcome, out: &mut Output) {
+    let (origin, conn) = (tracked.origin, tracked.origin.id);
+    for start in &outcome.requests {
+        tracked.open_calls.push(start.seq);
+        out.requests.push(RequestStart {
+            origin,
+            endpoint: endpoints.get(conn),
+            call: CallKey { conn, seq: start.seq },
+            api: start.api,
+            provider: start.api.provider.as_str(),
+            request_model: start.plan.model.clone(),
+            streaming: start.plan.stream,
+            estimate: Estimate {
+                input_tokens: start.plan.input_tokens,
+                max_output_tokens: start.plan.max_output_tokens,
+            },
+        });
+    }
+    let open = &tracked.open_calls;
+    out.progress.extend(
+        (outcome.progress.iter())
+            .filter(|(seq, _)| open.contains(seq))
+            .map(|&(seq, tokens)| StreamProgress { call: CallKey { conn, seq }, output_tokens_so_far: tokens }),
+    );
+    for exchange in &outcome.exchanges {
+        tracked.open_calls.retain(|s| *s != exchange.seq);
+    }
+    for seq in &outcome.ended {
+        if let Some(i) = tracked.open_calls.iter().position(|s| s == seq) {
+            tracked.open_calls.swap_remove(i);
+            out.ended.push(CallKey { conn, seq: *seq });
+        }
     }
 }

@@ -1,0 +1,273 @@
+//! The enforcer: the engine's decisions carried out in the kernel (verdict maps, passes, AI
+//! peers) and by the actuators (resume, signal, destroy connections), the policy kept live,
+//! and every action logged — entitlement, pid, comm, cgroup, action; never a payload.
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+
+use super::actuate::{self, Owner};
+use super::budget::Usage;
+use super::engine::{ActionEvent, Engine, ResKey};
+use super::kernel::{KernelEnforcement, Mode, Target};
+use super::policy::PolicyError;
+use super::policy_source::{PolicySource, Reload};
+use super::steps::{Step, Verdict, Who};
+use super::targets::{CgroupInfo, ProcInfo};
+use super::{cgroups, labels, seed};
+use crate::attribution::Attribution;
+use crate::capture::event::ConnId;
+use crate::config::EnforcementConfig;
+use crate::identity::model::Workload;
+use crate::usage::UsageRecord;
+
+/// Counters for metrics and the final summary.
+#[derive(Debug, Default, Clone)]
+pub struct EnforceStats {
+    /// (entitlement, action) → count.
+    pub actions: BTreeMap<(String, &'static str), u64>,
+    /// entitlement → warnings (once per window at `warn_at`).
+    pub warnings: BTreeMap<String, u64>,
+    pub holds: u64,
+    pub policy_rejections: u64,
+    /// Steps the kernel or an actuator refused (a map full, a process gone).
+    pub step_failures: u64,
+}
+
+pub struct Enforcer {
+    engine: Engine,
+    source: PolicySource,
+    pub status_file: PathBuf,
+    ai_peers: HashSet<SocketAddr>,
+    pub stats: EnforceStats,
+}
+
+fn who_to_target(w: Who) -> Target {
+    match w {
+        Who::Cgroup(id) => Target::Cgroup(id),
+        Who::Process(tgid) => Target::Process(tgid),
+    }
+}
+
+fn verdict_to_mode(v: Verdict) -> Mode {
+    match v {
+        Verdict::Free => Mode::Free,
+        Verdict::Gate => Mode::Gate,
+        Verdict::Signal(s) => Mode::Signal(s),
+        Verdict::Deny => Mode::Deny,
+    }
+}
+
+impl Enforcer {
+    /// `None` without a policy file. The policy is read now (an invalid one refuses the
+    /// start) and the current windows are rebuilt from the ledger.
+    pub fn start(config: &EnforcementConfig, ledger: Option<&Path>) -> Result<Option<Enforcer>, PolicyError> {
+        let Some(file) = &config.policy_file else { return Ok(None) };
+        let source = PolicySource::open(Some(file))?;
+        let now = Timestamp::now();
+        let mut engine = Engine::new(source.policy(), config.hold_at, config.default_max_output_tokens, now);
+        if let Some(ledger) = ledger {
+            match seed::from_ledger(&mut engine.budgets, ledger, now) {
+                Ok(s) => {
+                    let ids: HashSet<u64> = s.cgroups.keys().copied().collect();
+                    let paths = actuate::cgroup2_root().map(|r| cgroups::paths_of(&r, &ids)).unwrap_or_default();
+                    for (id, labels) in s.cgroups {
+                        // A cgroup gone since is not a target; one that exists is held from now.
+                        if let Some(path) = paths.get(&id) {
+                            engine.observe_cgroup(id, CgroupInfo { path: path.clone(), labels });
+                        }
+                    }
+                    tracing::info!(
+                        calls = s.calls,
+                        rollup_hours = s.rollup_hours,
+                        "enforcement: windows rebuilt from the ledger"
+                    );
+                }
+                // Enforcing from zero is the only alternative to not running at all; say so.
+                Err(e) => tracing::error!("enforcement: the ledger could not be read, budgets start from zero: {e}"),
+            }
+        }
+        tracing::info!(
+            policy = %file.display(),
+            entitlements = source.policy().entitlements.len(),
+            "enforcement: policy loaded"
+        );
+        Ok(Some(Enforcer {
+            engine,
+            source,
+            status_file: config.status_file.clone(),
+            ai_peers: HashSet::new(),
+            stats: EnforceStats::default(),
+        }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A process seen at an AI call (tracked connection, hold, record): a target from now on.
+    pub fn observe(&mut self, tgid: u32, cgroup_id: u64, workload: &Workload, attribution: &Attribution) {
+        let info = ProcInfo {
+            cgroup_id,
+            cgroup_path: workload.cgroup.path.clone(),
+            comm: workload.comm.clone(),
+            labels: labels::of_process(attribution, workload, None),
+        };
+        self.engine.observe(tgid, info);
+    }
+
+    pub fn knows(&self, tgid: u32) -> bool {
+        self.engine.knows(tgid)
+    }
+
+    /// A connection judged AI traffic: its peer becomes an endpoint that denied targets
+    /// cannot connect to.
+    pub fn on_tracked(&mut self, id: ConnId, kernel: &mut KernelEnforcement) {
+        if let Some(s) = kernel.socket_of(id) {
+            if self.ai_peers.insert(s.peer) {
+                if let Err(e) = kernel.add_ai_peer(s.peer) {
+                    self.stats.step_failures += 1;
+                    tracing::warn!("enforcement: {e}");
+                }
+            }
+        }
+    }
+
+    /// A process held at a write (the data ring already drained). Always resumes it.
+    pub fn on_hold(&mut self, id: ConnId, kernel: &mut KernelEnforcement) {
+        self.stats.holds += 1;
+        // A keep-alive connection's socket is known by now: its peer is an AI endpoint, so a
+        // refusal destroys it even if it was never tracked before.
+        self.on_tracked(id, kernel);
+        let steps = self.engine.on_hold(id, None, Timestamp::now());
+        self.carry_out(steps, kernel);
+    }
+
+    pub fn on_record(&mut self, conn: ConnId, record: &UsageRecord, kernel: &mut KernelEnforcement) {
+        let usage = Usage::call(
+            record.input_tokens,
+            record.output_tokens,
+            record.cost.as_ref().map_or(0, |c| c.amount.0.max(0) as u128),
+        );
+        let ts = record.ts.parse().unwrap_or_else(|_| Timestamp::now());
+        let steps = self.engine.on_record(conn, None, &labels::of_record(record), usage, ts);
+        self.carry_out(steps, kernel);
+    }
+
+    pub fn on_conn_closed(&mut self, conn: ConnId, kernel: &mut KernelEnforcement) {
+        let steps = self.engine.on_conn_closed(conn);
+        self.carry_out(steps, kernel);
+    }
+
+    pub fn on_exit(&mut self, tgid: u32, kernel: &mut KernelEnforcement) {
+        let steps = self.engine.on_exit(tgid);
+        kernel.forget_process(tgid);
+        self.carry_out(steps, kernel);
+    }
+
+    /// Each tick: the policy file re-read if it changed, windows rolled over, verdicts
+    /// recomputed, the status file written.
+    pub fn tick(&mut self, kernel: &mut KernelEnforcement) {
+        let outcome = self.source.reload_if_changed();
+        self.reloaded(outcome, kernel);
+        let steps = self.engine.tick(Timestamp::now());
+        self.carry_out(steps, kernel);
+        if let Err(e) = super::status_file::write(&self.status_file, &self.engine, Timestamp::now()) {
+            tracing::warn!(file = %self.status_file.display(), "enforcement: status file not written: {e}");
+        }
+    }
+
+    /// SIGHUP.
+    pub fn reload(&mut self, kernel: &mut KernelEnforcement) {
+        let outcome = self.source.reload();
+        self.reloaded(outcome, kernel);
+    }
+
+    fn reloaded(&mut self, outcome: Reload, kernel: &mut KernelEnforcement) {
+        let file = self.source.path().map(|p| p.display().to_string()).unwrap_or_default();
+        match outcome {
+            Reload::Unchanged => {}
+            Reload::Loaded { entitlements } => {
+                let (kept, steps) = self.engine.replace_policy(self.source.policy(), Timestamp::now());
+                tracing::info!(file, entitlements, kept = kept.len(), "enforcement: policy reloaded");
+                self.carry_out(steps, kernel);
+            }
+            Reload::Rejected(e) => {
+                self.stats.policy_rejections += 1;
+                tracing::error!("enforcement: policy not reloaded, the previous one stays in force: {e}");
+            }
+        }
+    }
+
+    /// Removes every verdict (the agent is stopping: nothing may be held without it).
+    pub fn shutdown(&mut self, kernel: &mut KernelEnforcement) {
+        for (target, _) in kernel.targets() {
+            kernel.clear(target);
+        }
+    }
+
+    fn carry_out(&mut self, steps: Vec<Step>, kernel: &mut KernelEnforcement) {
+        for event in self.engine.take_actions() {
+            self.log_action(&event);
+        }
+        for name in self.engine.take_warnings() {
+            tracing::warn!(entitlement = %name, "enforcement: warning threshold reached");
+            *self.stats.warnings.entry(name).or_default() += 1;
+        }
+        let peers = self.ai_peers.clone();
+        let is_ai = move |a: SocketAddr| peers.contains(&a);
+        for step in steps {
+            let result: Result<(), String> = match step {
+                Step::Set(who, v) => kernel.set(who_to_target(who), verdict_to_mode(v)).map_err(|e| e.to_string()),
+                Step::Clear(who) => {
+                    kernel.clear(who_to_target(who));
+                    Ok(())
+                }
+                Step::Pass(id) => kernel.grant_pass(id).map_err(|e| e.to_string()),
+                Step::DestroyProcess(tgid) => {
+                    actuate::destroy_connections(Owner::Process(tgid), &is_ai).map(|_| ()).map_err(|e| e.to_string())
+                }
+                Step::DestroyCgroup(id) => {
+                    actuate::destroy_connections(Owner::Cgroup(id), &is_ai).map(|_| ()).map_err(|e| e.to_string())
+                }
+                Step::DestroyConn(id) => match kernel.socket_of(id) {
+                    Some(s) => actuate::destroy_connections(Owner::Process(id.tgid), |a| a == s.peer)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    None => Err(format!("no socket known for the connection of pid {}", id.tgid)),
+                },
+                Step::Signal(tgid, sig) => actuate::send_signal(tgid, sig).map_err(|e| e.to_string()),
+                Step::Resume(tgid) => match actuate::resume(tgid) {
+                    // Gone or guarded: nothing is left stopped either way.
+                    Err(actuate::ActError::Gone(_)) => Ok(()),
+                    r => r.map_err(|e| e.to_string()),
+                },
+            };
+            if let Err(e) = result {
+                self.stats.step_failures += 1;
+                tracing::warn!(?step, "enforcement: step failed: {e}");
+            }
+        }
+    }
+
+    fn log_action(&mut self, a: &ActionEvent) {
+        if a.action == "would_block" {
+            tracing::info!(
+                entitlement = %a.entitlement, pid = a.pid, comm = %a.comm, cgroup = %a.cgroup,
+                action = a.action, "enforcement: would block (observe)"
+            );
+        } else {
+            tracing::warn!(
+                entitlement = %a.entitlement, pid = a.pid, comm = %a.comm, cgroup = %a.cgroup,
+                action = a.action, "enforcement: action"
+            );
+        }
+        *self.stats.actions.entry((a.entitlement.clone(), a.action)).or_default() += 1;
+    }
+
+    /// The reservation key of a parsed call (the streams' `CallKey`).
+    pub fn call_key(conn: ConnId, seq: u64) -> ResKey {
+        ResKey::Call(conn, seq)
+    }
+}

@@ -1,0 +1,206 @@
+//! Worlds for the enforcement tests: an agent of the test's own (FleetAgent: its config,
+//! ledger, policy and status file), a fake upstream, and real cgroups that a mapping file gives
+//! to the test's teams (`q-<tag>-<team>`), so the policy only ever matches this test's clients.
+//! The upstream's log is the ground truth of what left the host.
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{certs, clients, env, fleet::FleetAgent, kube::Cgroup, server::ServerEntry, LlmServer, ServerOpts};
+
+pub struct QuotaWorld {
+    pub dir: PathBuf,
+    pub tag: String,
+    pub server: LlmServer,
+    pub agent: FleetAgent,
+    pub cgroups: BTreeMap<String, Cgroup>,
+    pub policy: PathBuf,
+    pub status: PathBuf,
+}
+
+/// What a `quota_client.py` run saw, call by call.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: ExitStatus,
+    pub pid: u32,
+    /// One `{"i", "thread", "ok", "error", "t"}` per call that returned (in completion order).
+    pub calls: Vec<Value>,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> usize {
+        self.calls.iter().filter(|c| c["ok"] == true).count()
+    }
+    pub fn failed(&self) -> usize {
+        self.calls.len() - self.ok()
+    }
+}
+
+/// Client options.
+#[derive(Debug, Clone)]
+pub struct Calls {
+    pub calls: usize,
+    pub threads: usize,
+    pub stream: bool,
+    pub max_tokens: Option<u64>,
+    pub gap_ms: u64,
+}
+
+impl Calls {
+    pub fn sequential(calls: usize) -> Calls {
+        Calls { calls, threads: 1, stream: false, max_tokens: None, gap_ms: 0 }
+    }
+}
+
+impl QuotaWorld {
+    /// `policy(world_tag)` is the policy text; teams are `q-<tag>-<team>`. `extra` is appended to
+    /// the agent's configuration (e.g. an `[enforcement]` key).
+    pub fn start(name: &str, teams: &[&str], policy: &dyn Fn(&str) -> String, extra: &str) -> QuotaWorld {
+        let dir = env::temp_subdir(name);
+        let tag = env::random_hex(3);
+        let mut cgroups = BTreeMap::new();
+        let mut rules = String::new();
+        for team in teams {
+            let unit = format!("ttq-{tag}-{team}.service");
+            cgroups.insert(team.to_string(), Cgroup::create(&format!("system.slice/{unit}")));
+            rules.push_str(&format!(
+                "[[rule]]\nname = \"{team}\"\n[rule.match]\nsystemd_unit = \"{unit}\"\n[rule.set]\nteam = \"q-{tag}-{team}\"\n\n"
+            ));
+        }
+        let mapping = dir.join("mapping.toml");
+        std::fs::write(&mapping, rules).expect("write mapping");
+        let policy_file = dir.join("policy.toml");
+        std::fs::write(&policy_file, policy(&tag)).expect("write policy");
+        let status = dir.join("quota.json");
+        let config = format!(
+            "[attribution]\nmapping_file = \"{}\"\n\n[enforcement]\npolicy_file = \"{}\"\nstatus_file = \"{}\"\n{extra}\n",
+            mapping.display(),
+            policy_file.display(),
+            status.display()
+        );
+        let server = LlmServer::start(ServerOpts::default());
+        let agent = FleetAgent::start("agent", &dir, 0, &config);
+        QuotaWorld { dir, tag, server, agent, cgroups, policy: policy_file, status }
+    }
+
+    pub fn team(&self, team: &str) -> String {
+        format!("q-{}-{team}", self.tag)
+    }
+
+    /// The marker a team's client puts in its prompts.
+    pub fn marker(&self, team: &str) -> String {
+        format!("mk-{}-{team}", self.tag)
+    }
+
+    /// Runs `quota_client.py` in `team`'s cgroup to its end.
+    pub fn run(&self, team: &str, c: &Calls) -> Outcome {
+        let out = self.dir.join(format!("calls-{team}-{}.jsonl", env::random_hex(3)));
+        let mut args: Vec<OsString> = vec![
+            "--base-url".into(),
+            self.server.openai_base_url().into(),
+            "--ca".into(),
+            certs::certs().ca.clone().into(),
+            "--api-key".into(),
+            "sk-quota-test-not-a-real-key".into(),
+            "--calls".into(),
+            c.calls.to_string().into(),
+            "--threads".into(),
+            c.threads.to_string().into(),
+            "--gap-ms".into(),
+            c.gap_ms.to_string().into(),
+            "--marker".into(),
+            self.marker(team).into(),
+            "--out".into(),
+            out.clone().into(),
+        ];
+        if c.stream {
+            args.push("--stream".into());
+        }
+        if let Some(m) = c.max_tokens {
+            args.push("--max-tokens".into());
+            args.push(m.to_string().into());
+        }
+        let prefix = self.cgroups[team].prefix();
+        let run = clients::run_python_with("quota_client.py", &args, &self.dir, &prefix);
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let calls = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        Outcome { status: run.status, pid: run.pid, calls }
+    }
+
+    /// What reached the upstream from `team`'s clients, in arrival order.
+    pub fn upstream(&self, team: &str) -> Vec<ServerEntry> {
+        let marker = self.marker(team);
+        self.server
+            .entries()
+            .into_iter()
+            .filter(|e| {
+                e.request_messages()
+                    .is_some_and(|m| m.iter().any(|x| x["content"].as_str().is_some_and(|c| c.contains(&marker))))
+            })
+            .collect()
+    }
+
+    /// The agent's status file, once it names `entitlement` with `pred` true (polled).
+    pub fn status_until(&self, entitlement: &str, pred: &dyn Fn(&Value) -> bool, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Some(v) =
+                std::fs::read_to_string(&self.status).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            {
+                if let Some(e) = v["entitlements"].as_array().and_then(|a| a.iter().find(|e| e["name"] == entitlement))
+                {
+                    if pred(e) {
+                        return e.clone();
+                    }
+                    last = e.clone();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("status of {entitlement} never satisfied the test's condition; last seen: {last}");
+    }
+
+    /// The current run's stderr (action logs; never payloads).
+    pub fn agent_stderr(&self) -> String {
+        let n = self.agent.runs().len();
+        std::fs::read_to_string(self.dir.join("agent").join(format!("agent-{n}.stderr"))).unwrap_or_default()
+    }
+
+    /// Every run's stderr, concatenated.
+    pub fn all_agent_stderr(&self) -> String {
+        (1..=self.agent.runs().len())
+            .map(|n| {
+                std::fs::read_to_string(self.dir.join("agent").join(format!("agent-{n}.stderr"))).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Replaces the policy file (the agent re-reads it on its next tick).
+    pub fn write_policy(&self, text: &str) {
+        let tmp = self.dir.join("policy.toml.new");
+        std::fs::write(&tmp, text).expect("write policy");
+        std::fs::rename(&tmp, &self.policy).expect("replace policy");
+    }
+}
+
+/// Total tokens of an upstream entry (its usage object).
+pub fn total_tokens(e: &ServerEntry) -> u64 {
+    e.usage().and_then(|u| u["total_tokens"].as_u64()).unwrap_or(0)
+}
+
+/// The 1-based index of the call whose usage made the running total reach `limit`.
+pub fn exhausting_call(entries: &[ServerEntry], limit: u64) -> Option<usize> {
+    let mut sum = 0;
+    for (i, e) in entries.iter().enumerate() {
+        sum += total_tokens(e);
+        if sum >= limit {
+            return Some(i + 1);
+        }
+    }
+    None
+}
