@@ -96,6 +96,9 @@ impl Agent {
     pub(super) fn enforce_tick(&mut self) {
         if let Some(e) = self.enforcer.as_mut() {
             e.tick(self.capture.enforcement());
+            if let (Some(h), Some(x)) = (e.cluster_health(), self.exporter.as_mut()) {
+                x.update_redis(h.operations, h.failures, h.up);
+            }
         }
     }
 

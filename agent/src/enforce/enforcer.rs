@@ -15,6 +15,7 @@ use super::policy::PolicyError;
 use super::policy_source::{PolicySource, Reload};
 use super::steps::{Step, Verdict, Who};
 use super::targets::{CgroupInfo, ProcInfo};
+use super::cluster::{self, Cluster, ClusterConfig};
 use super::{cgroups, labels, seed};
 use crate::attribution::Attribution;
 use crate::capture::event::ConnId;
@@ -41,6 +42,8 @@ pub struct Enforcer {
     pub status_file: PathBuf,
     ai_peers: HashSet<SocketAddr>,
     pub stats: EnforceStats,
+    /// Shared counters of `scope = "cluster"` entitlements (`[enforcement.redis]`).
+    cluster: Option<Cluster>,
 }
 
 fn who_to_target(w: Who) -> Target {
@@ -93,12 +96,20 @@ impl Enforcer {
             entitlements = source.policy().entitlements.len(),
             "enforcement: policy loaded"
         );
+        let cluster = match &config.redis {
+            Some(r) => Some(Cluster::start(ClusterConfig::from_config(r)).map_err(|e| PolicyError::Read {
+                file: "[enforcement.redis]".into(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
         Ok(Some(Enforcer {
             engine,
             source,
             status_file: config.status_file.clone(),
             ai_peers: HashSet::new(),
             stats: EnforceStats::default(),
+            cluster,
         }))
     }
 
@@ -140,6 +151,8 @@ impl Enforcer {
         // A keep-alive connection's socket is known by now: its peer is an AI endpoint, so a
         // refusal destroys it even if it was never tracked before.
         self.on_tracked(id, kernel);
+        // The other nodes' latest usage before the decision (memory only, no Redis I/O).
+        self.exchange_cluster();
         let steps = self.engine.on_hold(id, None, Timestamp::now());
         self.carry_out(steps, kernel);
     }
@@ -153,6 +166,11 @@ impl Enforcer {
         let ts = record.ts.parse().unwrap_or_else(|_| Timestamp::now());
         let steps = self.engine.on_record(conn, None, &labels::of_record(record), usage, ts);
         self.carry_out(steps, kernel);
+        // Published at once: other nodes see this call one sync later, not one tick later.
+        if self.exchange_cluster() {
+            let steps = self.engine.tick(Timestamp::now());
+            self.carry_out(steps, kernel);
+        }
     }
 
     pub fn on_conn_closed(&mut self, conn: ConnId, kernel: &mut KernelEnforcement) {
@@ -173,9 +191,24 @@ impl Enforcer {
         self.reloaded(outcome, kernel);
         let steps = self.engine.tick(Timestamp::now());
         self.carry_out(steps, kernel);
+        // After the roll: a new window's remote share is known before its first decision.
+        if self.exchange_cluster() {
+            let steps = self.engine.tick(Timestamp::now());
+            self.carry_out(steps, kernel);
+        }
         if let Err(e) = super::status_file::write(&self.status_file, &self.engine, Timestamp::now()) {
             tracing::warn!(file = %self.status_file.display(), "enforcement: status file not written: {e}");
         }
+    }
+
+    /// Publishes this node's cluster usage and takes the other nodes'; true if it changed.
+    fn exchange_cluster(&mut self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| cluster::exchange(c, &mut self.engine.budgets))
+    }
+
+    /// Redis health (operations, failures, up) when cluster counters are configured.
+    pub fn cluster_health(&self) -> Option<cluster::Health> {
+        self.cluster.as_ref().map(|c| c.health())
     }
 
     /// SIGHUP.

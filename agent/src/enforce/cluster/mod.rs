@@ -9,6 +9,7 @@
 //! The agent's event loop never waits on Redis: [`Cluster::publish`] stores the latest values
 //! and returns, a background thread syncs them every `sync_interval` (one pipelined round trip
 //! for all windows), and [`Cluster::usage`] answers from what the last sync learned.
+mod exchange;
 mod store;
 mod worker;
 
@@ -19,18 +20,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+pub use exchange::exchange;
 pub use store::{window_key, EXPIRY_MARGIN_MS};
 use tokio::sync::watch;
 
-/// What a node does with cluster entitlements while Redis cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailMode {
-    /// Enforce on this node's own usage plus the other nodes' last known share.
-    #[default]
-    Open,
-    /// Treat cluster entitlements as exhausted once the totals are older than the bound.
-    Closed,
-}
+pub use crate::config::FailMode;
+use crate::config::RedisConfig;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
@@ -63,11 +58,27 @@ impl ClusterConfig {
         }
     }
 
+    /// From `[enforcement.redis]` (already validated).
+    pub fn from_config(r: &RedisConfig) -> ClusterConfig {
+        ClusterConfig {
+            fail_mode: r.fail_mode,
+            key_prefix: r.key_prefix.clone(),
+            sync_interval: Duration::from_millis(r.sync_interval_ms),
+            node: r.node.clone().unwrap_or_else(host_name),
+            ..ClusterConfig::new(&r.url)
+        }
+    }
+
     /// How old the totals may be before Redis counts as down: two intervals (the other node's
     /// sync, then ours), at least one second so that one slow round trip is not an outage.
     pub fn staleness_bound(&self) -> Duration {
         (self.sync_interval * 2).max(Duration::from_secs(1))
     }
+}
+
+/// Whether the redis client accepts `url` (the message names it without its password).
+pub fn check_url(url: &str) -> Result<(), String> {
+    redis::Client::open(url).map(|_| ()).map_err(|e| format!("{}: {e}", redact(url)))
 }
 
 /// The kernel's host name (`/proc/sys/kernel/hostname`), `localhost` if unreadable.
@@ -217,6 +228,15 @@ impl Cluster {
         }
     }
 
+    /// The other nodes' usage to add to this node's own, `None` when the entitlement must be
+    /// treated as exhausted (Redis down past the staleness bound, `fail_mode = "closed"`).
+    pub fn others(&self, entitlement: &str, window_start: i64) -> Option<u128> {
+        match self.usage(entitlement, window_start, 0) {
+            ClusterUsage::Fresh(o) | ClusterUsage::Stale(o) => Some(o),
+            ClusterUsage::Unavailable => None,
+        }
+    }
+
     pub fn health(&self) -> Health {
         self.shared.lock().health.clone()
     }
@@ -248,6 +268,15 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_the_client_refuses_are_named_without_password() {
+        assert_eq!(check_url("redis://127.0.0.1:6379/0"), Ok(()));
+        assert_eq!(check_url("unix:///run/redis.sock"), Ok(()));
+        let e = check_url("rediss://:pw@h:6380").unwrap_err();
+        assert!(e.starts_with("rediss://***@h:6380: ") && !e.contains("pw"), "{e}");
+        assert!(check_url("redis://h:notaport").is_err());
+    }
 
     #[test]
     fn redacts_credentials() {
