@@ -151,8 +151,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 .map(|h| h.to_ascii_lowercase())
                 .chain(config.capture.plain_http.paths.iter().cloned())
                 .collect(),
-            // Request starts and stream progress are for enforcement (wired by it).
-            call_hooks: false,
+            // Request starts and stream progress feed the enforcement's reservations and cuts.
+            call_hooks: config.enforcement.policy_file.is_some(),
         }),
         discovery,
         identity: Resolver::new(pods),
@@ -366,10 +366,8 @@ impl Agent {
         for id in out.forget.drain(..) {
             self.capture.forget(id);
         }
-        // Call hooks (enforcement): not consumed yet; never let them pile up.
-        out.requests.clear();
-        out.progress.clear();
-        out.ended.clear();
+        // Call hooks: reservations, stream cuts, calls that ended without a record.
+        self.enforce_calls(out);
         self.stats.cut_responses += std::mem::take(&mut out.cut_responses);
         for (reason, library) in out.failures.drain(..) {
             self.stats.failure(reason);

@@ -7,7 +7,7 @@ use crate::{
     capture::{event::ConnId, Acted},
     enforce::actuate,
     identity::model::Workload,
-    streams::TrackedExchange,
+    streams::{Output, TrackedExchange},
     usage::UsageRecord,
 };
 
@@ -78,7 +78,39 @@ impl Agent {
     ) {
         let Some(e) = self.enforcer.as_mut() else { return };
         e.observe(tracked.origin.id.tgid, tracked.origin.cgroup_id, workload, attribution);
-        e.on_record(tracked.origin.id, record, self.capture.enforcement());
+        e.on_record(tracked.call, record, self.capture.enforcement());
+    }
+
+    /// Request starts reserve their estimate, stream progress may cut, calls that ended
+    /// without an exchange release theirs. Drained either way.
+    pub(super) fn enforce_calls(&mut self, out: &mut Output) {
+        let requests = std::mem::take(&mut out.requests);
+        let progress = std::mem::take(&mut out.progress);
+        let ended = std::mem::take(&mut out.ended);
+        if self.enforcer.is_none() {
+            return;
+        }
+        for r in requests {
+            let (workload, attribution) = self.identify(r.origin.id.tgid);
+            let Some(e) = self.enforcer.as_mut() else { return };
+            e.observe(r.origin.id.tgid, r.origin.cgroup_id, &workload, &attribution);
+            let labels =
+                crate::enforce::labels::of_request(&attribution, &workload, r.provider, r.request_model.as_deref());
+            e.on_request(
+                r.call,
+                &labels,
+                r.estimate.input_tokens,
+                r.estimate.max_output_tokens,
+                self.capture.enforcement(),
+            );
+        }
+        let Some(e) = self.enforcer.as_mut() else { return };
+        for p in progress {
+            e.on_progress(p.call, p.output_tokens_so_far, self.capture.enforcement());
+        }
+        for call in ended {
+            e.on_ended(call, self.capture.enforcement());
+        }
     }
 
     pub(super) fn enforce_closed(&mut self, id: ConnId) {
@@ -95,10 +127,7 @@ impl Agent {
 
     pub(super) fn enforce_tick(&mut self) {
         if let Some(e) = self.enforcer.as_mut() {
-            e.tick(self.capture.enforcement());
-            if let (Some(h), Some(x)) = (e.cluster_health(), self.exporter.as_mut()) {
-                x.update_redis(h.operations, h.failures, h.up);
-            }
+            e.tick(self.capture.enforcement(), self.exporter.as_mut());
         }
     }
 

@@ -45,8 +45,8 @@ fn a_sequential_client_stops_reaching_the_upstream_right_after_the_exhausting_ca
     assert_eq!((blue.ok(), blue.failed()), (k, 30 - k), "calls after it fail fast: {:?}", blue.calls);
     let used: u64 = up.iter().map(total_tokens).sum();
     let st = w.status_until(name, &|e| e["state"] == "exhausted", Duration::from_secs(10));
-    assert_eq!(st["used"].as_str(), Some(used.to_string().as_str()), "the agent counted what the upstream served");
-    assert_eq!(st["overrun"].as_str(), Some((used - LIMIT).to_string().as_str()));
+    assert_eq!(st["used"].as_f64(), Some(used as f64), "the agent counted what the upstream served");
+    assert_eq!(st["overrun"].as_f64(), Some((used - LIMIT) as f64));
 
     // Another team is not touched.
     let red = w.run("red", &Calls::sequential(3));
@@ -77,9 +77,9 @@ fn eight_concurrent_callers_overrun_by_at_most_the_calls_in_flight() {
     assert!(after <= 7, "overrun bounded by the 7 other callers in flight: {after} requests after the exhausting one");
     let used: u64 = up.iter().map(total_tokens).sum();
     let st = w.status_until(name, &|e| e["state"] == "exhausted", Duration::from_secs(10));
-    assert_eq!(st["used"].as_str(), Some(used.to_string().as_str()));
+    assert_eq!(st["used"].as_f64(), Some(used as f64));
     let overrun = used - LIMIT;
-    assert_eq!(st["overrun"].as_str(), Some(overrun.to_string().as_str()), "the overrun is measured");
+    assert_eq!(st["overrun"].as_f64(), Some(overrun as f64), "the overrun is measured");
     eprintln!("concurrent overrun: {overrun} tokens, {after} requests after the exhausting call");
     assert_private(&w);
 }

@@ -11,16 +11,18 @@ use super::actuate::{self, Owner};
 use super::budget::Usage;
 use super::engine::{ActionEvent, Engine, ResKey};
 use super::kernel::{KernelEnforcement, Mode, Target};
-use super::policy::PolicyError;
+use super::policy::{Labels, PolicyError};
 use super::policy_source::{PolicySource, Reload};
 use super::steps::{Step, Verdict, Who};
 use super::targets::{CgroupInfo, ProcInfo};
 use super::cluster::{self, Cluster, ClusterConfig};
-use super::{cgroups, labels, seed};
+use super::{cgroups, labels, seed, status_file};
 use crate::attribution::Attribution;
 use crate::capture::event::ConnId;
 use crate::config::EnforcementConfig;
+use crate::export::Exporter;
 use crate::identity::model::Workload;
+use crate::streams::calls::CallKey;
 use crate::usage::UsageRecord;
 
 /// Counters for metrics and the final summary.
@@ -40,10 +42,20 @@ pub struct Enforcer {
     engine: Engine,
     source: PolicySource,
     pub status_file: PathBuf,
+    host: String,
     ai_peers: HashSet<SocketAddr>,
     pub stats: EnforceStats,
     /// Shared counters of `scope = "cluster"` entitlements (`[enforcement.redis]`).
     cluster: Option<Cluster>,
+    /// Actions and warnings per entitlement since start (the status file's counts).
+    tally: status_file::Tally,
+    /// (entitlement, action or `None` for a warning) not yet handed to the exporter.
+    metric_events: Vec<(String, Option<&'static str>)>,
+    last_status_error: Option<std::time::Instant>,
+}
+
+fn key(call: CallKey) -> ResKey {
+    ResKey::Call(call.conn, call.seq)
 }
 
 fn who_to_target(w: Who) -> Target {
@@ -107,9 +119,13 @@ impl Enforcer {
             engine,
             source,
             status_file: config.status_file.clone(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string(),
             ai_peers: HashSet::new(),
             stats: EnforceStats::default(),
             cluster,
+            tally: Default::default(),
+            metric_events: Vec::new(),
+            last_status_error: None,
         }))
     }
 
@@ -157,14 +173,39 @@ impl Enforcer {
         self.carry_out(steps, kernel);
     }
 
-    pub fn on_record(&mut self, conn: ConnId, record: &UsageRecord, kernel: &mut KernelEnforcement) {
+    /// A parsed request: its estimate (input counted, output capped by its maximum or the
+    /// default) replaces the provisional reservation of its hold.
+    pub fn on_request(
+        &mut self,
+        call: CallKey,
+        labels: &Labels,
+        input_tokens: u64,
+        max_output_tokens: Option<u64>,
+        kernel: &mut KernelEnforcement,
+    ) {
+        let estimate = self.engine.budgets.estimate(input_tokens, max_output_tokens, 0);
+        let steps = self.engine.on_request(key(call), labels, estimate, Timestamp::now());
+        self.carry_out(steps, kernel);
+    }
+
+    pub fn on_progress(&mut self, call: CallKey, output_tokens_so_far: u64, kernel: &mut KernelEnforcement) {
+        let steps = self.engine.on_progress(key(call), output_tokens_so_far);
+        self.carry_out(steps, kernel);
+    }
+
+    pub fn on_ended(&mut self, call: CallKey, kernel: &mut KernelEnforcement) {
+        let steps = self.engine.on_ended(key(call));
+        self.carry_out(steps, kernel);
+    }
+
+    pub fn on_record(&mut self, call: CallKey, record: &UsageRecord, kernel: &mut KernelEnforcement) {
         let usage = Usage::call(
             record.input_tokens,
             record.output_tokens,
             record.cost.as_ref().map_or(0, |c| c.amount.0.max(0) as u128),
         );
         let ts = record.ts.parse().unwrap_or_else(|_| Timestamp::now());
-        let steps = self.engine.on_record(conn, None, &labels::of_record(record), usage, ts);
+        let steps = self.engine.on_record(call.conn, Some(key(call)), &labels::of_record(record), usage, ts);
         self.carry_out(steps, kernel);
         // Published at once: other nodes see this call one sync later, not one tick later.
         if self.exchange_cluster() {
@@ -186,18 +227,38 @@ impl Enforcer {
 
     /// Each tick: the policy file re-read if it changed, windows rolled over, verdicts
     /// recomputed, the status file written.
-    pub fn tick(&mut self, kernel: &mut KernelEnforcement) {
+    pub fn tick(&mut self, kernel: &mut KernelEnforcement, exporter: Option<&mut Exporter>) {
         let outcome = self.source.reload_if_changed();
         self.reloaded(outcome, kernel);
-        let steps = self.engine.tick(Timestamp::now());
+        let now = Timestamp::now();
+        let steps = self.engine.tick(now);
         self.carry_out(steps, kernel);
         // After the roll: a new window's remote share is known before its first decision.
         if self.exchange_cluster() {
-            let steps = self.engine.tick(Timestamp::now());
+            let steps = self.engine.tick(now);
             self.carry_out(steps, kernel);
         }
-        if let Err(e) = super::status_file::write(&self.status_file, &self.engine, Timestamp::now()) {
-            tracing::warn!(file = %self.status_file.display(), "enforcement: status file not written: {e}");
+        let status = status_file::render(&self.engine, now, &self.host, &self.tally);
+        if let Err(e) = status.write_atomic(&self.status_file) {
+            // Once a minute at most: a full disk must not flood the log.
+            if self.last_status_error.is_none_or(|t| t.elapsed().as_secs() >= 60) {
+                self.last_status_error = Some(std::time::Instant::now());
+                tracing::warn!("enforcement: {e}");
+            }
+        }
+        if let Some(exporter) = exporter {
+            for (entitlement, action) in self.metric_events.drain(..) {
+                match action {
+                    Some(action) => exporter.quota_action(&entitlement, action),
+                    None => exporter.quota_warning(&entitlement),
+                }
+            }
+            exporter.update_quota(&status);
+            if let Some(h) = self.cluster_health() {
+                exporter.update_redis(h.operations, h.failures, h.up);
+            }
+        } else {
+            self.metric_events.clear();
         }
     }
 
@@ -246,6 +307,8 @@ impl Enforcer {
         }
         for name in self.engine.take_warnings() {
             tracing::warn!(entitlement = %name, "enforcement: warning threshold reached");
+            self.tally.entry(name.clone()).or_default().1 += 1;
+            self.metric_events.push((name.clone(), None));
             *self.stats.warnings.entry(name).or_default() += 1;
         }
         let peers = self.ai_peers.clone();
@@ -297,10 +360,9 @@ impl Enforcer {
             );
         }
         *self.stats.actions.entry((a.entitlement.clone(), a.action)).or_default() += 1;
-    }
-
-    /// The reservation key of a parsed call (the streams' `CallKey`).
-    pub fn call_key(conn: ConnId, seq: u64) -> ResKey {
-        ResKey::Call(conn, seq)
+        self.tally.entry(a.entitlement.clone()).or_default().0 += 1;
+        // The metric's action label is the policy's (`observe` for a would-block).
+        let action = if a.action == "would_block" { "observe" } else { a.action };
+        self.metric_events.push((a.entitlement.clone(), Some(action)));
     }
 }

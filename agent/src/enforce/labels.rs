@@ -27,6 +27,14 @@ pub fn of_process(attribution: &Attribution, workload: &Workload, provider: Opti
     }
 }
 
+/// Labels of a parsed request (the model asked for, the endpoint's provider).
+pub fn of_request(attribution: &Attribution, workload: &Workload, provider: &str, model: Option<&str>) -> Labels {
+    Labels {
+        model: model.filter(|m| !m.is_empty()).map(str::to_string),
+        ..of_process(attribution, workload, Some(provider))
+    }
+}
+
 pub fn of_record(r: &UsageRecord) -> Labels {
     Labels {
         team: r.team.clone(),
