@@ -9,13 +9,13 @@ use jiff::Timestamp;
 
 use super::actuate::{self, Owner};
 use super::budget::Usage;
+use super::cluster::{self, Cluster, ClusterConfig};
 use super::engine::{ActionEvent, Engine, ResKey};
 use super::kernel::{KernelEnforcement, Mode, Target};
 use super::policy::{Labels, PolicyError};
 use super::policy_source::{PolicySource, Reload};
 use super::steps::{Step, Verdict, Who};
 use super::targets::{CgroupInfo, ProcInfo};
-use super::cluster::{self, Cluster, ClusterConfig};
 use super::{cgroups, labels, seed, status_file};
 use crate::attribution::Attribution;
 use crate::capture::event::ConnId;
@@ -109,10 +109,10 @@ impl Enforcer {
             "enforcement: policy loaded"
         );
         let cluster = match &config.redis {
-            Some(r) => Some(Cluster::start(ClusterConfig::from_config(r)).map_err(|e| PolicyError::Read {
-                file: "[enforcement.redis]".into(),
-                reason: e.to_string(),
-            })?),
+            Some(r) => Some(
+                Cluster::start(ClusterConfig::from_config(r))
+                    .map_err(|e| PolicyError::Read { file: "[enforcement.redis]".into(), reason: e.to_string() })?,
+            ),
             None => None,
         };
         Ok(Some(Enforcer {
