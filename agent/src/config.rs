@@ -99,7 +99,7 @@ pub enum FailMode {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://`, `unix://`).
+    /// `redis://[:password@]host:port/db` (or `unix://`; TLS, `rediss://`, is not built in).
     pub url: String,
     #[serde(default)]
     pub fail_mode: FailMode,
@@ -109,6 +109,9 @@ pub struct RedisConfig {
     /// Milliseconds between two pushes of this node's usage (the staleness bound, ≤ 1000).
     #[serde(default = "default_sync_interval_ms")]
     pub sync_interval_ms: u64,
+    /// This node's field in the shared counters; unset: the host name. Must differ per node.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 fn default_key_prefix() -> String {
@@ -318,6 +321,12 @@ impl Config {
             if !["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| r.url.starts_with(p)) {
                 return Err(invalid("enforcement.redis.url", format!("{:?} is not a redis:// URL", r.url)));
             }
+            if let Err(e) = crate::enforce::cluster::check_url(&r.url) {
+                return Err(invalid("enforcement.redis.url", e));
+            }
+            if r.node.as_deref().is_some_and(|n| n.trim().is_empty()) {
+                return Err(invalid("enforcement.redis.node", "must not be empty".into()));
+            }
             if r.sync_interval_ms == 0 || r.sync_interval_ms > 1000 {
                 return Err(invalid("enforcement.redis.sync_interval_ms", "must be between 1 and 1000".into()));
             }
@@ -396,6 +405,13 @@ mod tests {
         assert!(matches!(&e, ConfigError::Invalid { line: 3, key, .. } if key == "enforcement.redis.fail_mode"), "{e}");
         let e = Config::parse("t.toml", "[enforcement.redis]\nurl = \"http://x\"\n").unwrap_err();
         assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "enforcement.redis.url"), "{e}");
+        let e = Config::parse("t.toml", "[enforcement.redis]\nurl = \"rediss://:pw@h:6380\"\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { line: 2, key, .. } if key == "enforcement.redis.url"), "{e}");
+        assert!(!e.to_string().contains("pw@"), "{e}");
+        let e = Config::parse("t.toml", "[enforcement.redis]\nurl = \"redis://h\"\nnode = \" \"\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { line: 3, key, .. } if key == "enforcement.redis.node"), "{e}");
+        let c = Config::parse("t.toml", "[enforcement.redis]\nurl = \"redis://h\"\nnode = \"n1\"\n").unwrap();
+        assert_eq!(c.enforcement.redis.unwrap().node.as_deref(), Some("n1"));
         let e = Config::parse("t.toml", "[enforcement]\npolicy = \"x\"\n").unwrap_err();
         assert!(matches!(&e, ConfigError::Invalid { line: 2, key, .. } if key == "enforcement.policy"), "{e}");
     }

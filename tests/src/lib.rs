@@ -36,6 +36,7 @@ pub mod plain;
 pub mod quota;
 pub mod raw_tls;
 pub mod records;
+pub mod redis;
 pub mod report;
 pub mod rust_client;
 pub mod server;

@@ -94,6 +94,9 @@ fn ensure_system_tools() -> Result<()> {
         ("prometheus", "prometheus"),
         // `tokentap top` is driven in a real terminal by tests/tests/top_e2e.rs.
         ("tmux", "tmux"),
+        // The shared counters of cluster entitlements (tests/tests/cluster_*.rs start their own
+        // server on a free port; no system service is used). Pulls in redis-tools (redis-cli).
+        ("redis-server", "redis-server"),
         // Headless Chromium opens the HTML report and invoices (report_e2e.rs, invoice_e2e.rs).
         ("chromium", "chromium"),
     ]

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 
 use super::actuate::{self, Owner};
 use super::budget::Usage;
+use super::cluster::{self, Cluster, ClusterConfig};
 use super::engine::{ActionEvent, Engine, ResKey};
 use super::kernel::{KernelEnforcement, Mode, Target};
 use super::policy::{Labels, PolicyError};
@@ -44,6 +45,8 @@ pub struct Enforcer {
     host: String,
     ai_peers: HashSet<SocketAddr>,
     pub stats: EnforceStats,
+    /// Shared counters of `scope = "cluster"` entitlements (`[enforcement.redis]`).
+    cluster: Option<Cluster>,
     /// Actions and warnings per entitlement since start (the status file's counts).
     tally: status_file::Tally,
     /// (entitlement, action or `None` for a warning) not yet handed to the exporter.
@@ -105,6 +108,13 @@ impl Enforcer {
             entitlements = source.policy().entitlements.len(),
             "enforcement: policy loaded"
         );
+        let cluster = match &config.redis {
+            Some(r) => Some(
+                Cluster::start(ClusterConfig::from_config(r))
+                    .map_err(|e| PolicyError::Read { file: "[enforcement.redis]".into(), reason: e.to_string() })?,
+            ),
+            None => None,
+        };
         Ok(Some(Enforcer {
             engine,
             source,
@@ -112,6 +122,7 @@ impl Enforcer {
             host: std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string(),
             ai_peers: HashSet::new(),
             stats: EnforceStats::default(),
+            cluster,
             tally: Default::default(),
             metric_events: Vec::new(),
             last_status_error: None,
@@ -156,6 +167,8 @@ impl Enforcer {
         // A keep-alive connection's socket is known by now: its peer is an AI endpoint, so a
         // refusal destroys it even if it was never tracked before.
         self.on_tracked(id, kernel);
+        // The other nodes' latest usage before the decision (memory only, no Redis I/O).
+        self.exchange_cluster();
         let steps = self.engine.on_hold(id, None, Timestamp::now());
         self.carry_out(steps, kernel);
     }
@@ -194,6 +207,11 @@ impl Enforcer {
         let ts = record.ts.parse().unwrap_or_else(|_| Timestamp::now());
         let steps = self.engine.on_record(call.conn, Some(key(call)), &labels::of_record(record), usage, ts);
         self.carry_out(steps, kernel);
+        // Published at once: other nodes see this call one sync later, not one tick later.
+        if self.exchange_cluster() {
+            let steps = self.engine.tick(Timestamp::now());
+            self.carry_out(steps, kernel);
+        }
     }
 
     pub fn on_conn_closed(&mut self, conn: ConnId, kernel: &mut KernelEnforcement) {
@@ -215,6 +233,11 @@ impl Enforcer {
         let now = Timestamp::now();
         let steps = self.engine.tick(now);
         self.carry_out(steps, kernel);
+        // After the roll: a new window's remote share is known before its first decision.
+        if self.exchange_cluster() {
+            let steps = self.engine.tick(now);
+            self.carry_out(steps, kernel);
+        }
         let status = status_file::render(&self.engine, now, &self.host, &self.tally);
         if let Err(e) = status.write_atomic(&self.status_file) {
             // Once a minute at most: a full disk must not flood the log.
@@ -231,9 +254,22 @@ impl Enforcer {
                 }
             }
             exporter.update_quota(&status);
+            if let Some(h) = self.cluster_health() {
+                exporter.update_redis(h.operations, h.failures, h.up);
+            }
         } else {
             self.metric_events.clear();
         }
+    }
+
+    /// Publishes this node's cluster usage and takes the other nodes'; true if it changed.
+    fn exchange_cluster(&mut self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| cluster::exchange(c, &mut self.engine.budgets))
+    }
+
+    /// Redis health (operations, failures, up) when cluster counters are configured.
+    pub fn cluster_health(&self) -> Option<cluster::Health> {
+        self.cluster.as_ref().map(|c| c.health())
     }
 
     /// SIGHUP.

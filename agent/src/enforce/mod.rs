@@ -4,6 +4,7 @@
 pub mod actuate;
 pub mod budget;
 pub mod cgroups;
+pub mod cluster;
 pub mod enforcer;
 pub mod engine;
 pub mod kernel;
