@@ -12,7 +12,7 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use tokentap::{
-    capture::{probes, Capture, Hold, LoadOptions, ProcRecord},
+    capture::{probes, Capture, Hold, LoadOptions, ProcRecord, TlsLibrary},
     discovery::Discovery,
     enforce::{
         actuate::{self, destroy_connections, ActError, Owner},
@@ -46,7 +46,7 @@ fn world() -> MutexGuard<'static, World> {
         let mut discovery = Discovery::new();
         discovery.scan_standard_dirs(&mut capture);
         let libssl = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
-        if !discovery.attached.iter().any(|a| a.path.ends_with("libssl.so.3")) {
+        if !discovery.attached.iter().any(|a| a.library == TlsLibrary::OpenSsl) {
             capture.attach_library(libssl, probes::OPENSSL).expect("probe libssl");
         }
         Mutex::new(World { capture, proc: rings.proc })
@@ -208,10 +208,12 @@ fn deny_refuses_connects_and_destroys_keepalive() {
             || r["error"].as_str().is_some_and(|e| e.contains("Abort") || e.contains("Broken") || e.contains("SSL")),
         "a connection error, got {r}"
     );
-    let _ = hold;
+    assert_eq!(hold.id.tgid, a.pid);
+    eprintln!("denied client saw: {} errno {}", r["error"], r["errno"]);
     // A new connection is refused outright (connect4: EPERM), without any hold.
     let r = a.request();
     assert_eq!(r["errno"], libc::EPERM, "{r}");
+    eprintln!("denied client's new connection: {} errno {}", r["error"], r["errno"]);
     assert!(w.capture.counters().connect_denied >= 1);
     // The other cgroup is untouched, on its old connection and on a new one.
     assert_eq!(b.request()["status"], 200);
@@ -249,7 +251,7 @@ fn signal_kills_before_the_request_leaves() {
     client.send("req");
     match next_notice(&mut w, client.pid, Duration::from_secs(20)) {
         Some(ProcRecord::Acted(a)) => assert_eq!((a.signal, a.failed), (libc::SIGTERM, false)),
-        other => panic!("expected ACTED, got {other:?}"),
+        other => panic!("expected ACTED, got {other:?} (first hold {hold:?})"),
     }
     let status = client.wait_exit(Duration::from_secs(10)).expect("client killed");
     use std::os::unix::process::ExitStatusExt;
