@@ -284,6 +284,7 @@ impl Agent {
         self.apply(&mut out);
         self.discovery.on_exit(tgid);
         self.identity.remove(tgid, now);
+        self.capture.enforcement().forget_process(tgid);
     }
 
     /// Handles exec and library notices; queues exits (read at `now`).
