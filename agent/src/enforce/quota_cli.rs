@@ -109,6 +109,7 @@ mod tests {
             action: "deny".into(),
             actions_taken: 0,
             warnings: 0,
+            overrun: 0.0,
         }
     }
 

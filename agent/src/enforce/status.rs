@@ -73,6 +73,9 @@ pub struct EntitlementStatus {
     /// Warnings raised since the agent started.
     #[serde(default)]
     pub warnings: u64,
+    /// How far `used` went past the limit in this window (the overrun of calls in flight).
+    #[serde(default)]
+    pub overrun: f64,
 }
 
 #[derive(Debug, Error)]
@@ -176,6 +179,7 @@ mod tests {
                 action: "deny".into(),
                 actions_taken: 0,
                 warnings: 1,
+                overrun: 0.0,
             }],
         }
     }

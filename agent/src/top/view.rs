@@ -240,6 +240,7 @@ mod tests {
             action: "deny".into(),
             actions_taken: 0,
             warnings: 0,
+            overrun: 0.0,
         };
         QuotaView::Status(QuotaStatus {
             written_at: "2026-11-28T12:00:00Z".into(),
