@@ -231,7 +231,7 @@ impl Agent {
         while let Some(item) = ring.next() {
             match capture::decode_data(&item) {
                 Ok(DataRecord::Chunk(chunk)) => {
-                    self.identity.observe(chunk.id.tgid, self.clock.monotonic_now_ns());
+                    self.identity.observe(chunk.id.tgid, chunk.cgroup_id, self.clock.monotonic_now_ns());
                     self.tracker.on_chunk(&chunk, &mut out);
                 }
                 Ok(DataRecord::Close { id, ts_ns }) => {
@@ -241,11 +241,11 @@ impl Agent {
                 // Both come before the connection's first byte: resolving the process now
                 // gives short-lived clients the best chance to be named before they exit.
                 Ok(DataRecord::ServerName { id, ts_ns, name }) => {
-                    self.identity.observe(id.tgid, self.clock.monotonic_now_ns());
+                    self.identity.observe(id.tgid, 0, self.clock.monotonic_now_ns());
                     self.tracker.on_server_name(id, ts_ns, name);
                 }
                 Ok(DataRecord::Peer { id, ts_ns, addr }) => {
-                    self.identity.observe(id.tgid, self.clock.monotonic_now_ns());
+                    self.identity.observe(id.tgid, 0, self.clock.monotonic_now_ns());
                     self.tracker.on_peer(id, ts_ns, addr);
                 }
                 Err(e) => self.stats.failure(e.reason()),
@@ -340,13 +340,14 @@ impl Agent {
             self.stats.completeness.add(library, CallOutcome::Unparseable);
         }
         for tracked in out.exchanges.drain(..) {
-            let workload = self.identity.workload(tracked.origin.id.tgid, self.clock.monotonic_now_ns());
+            let now = self.clock.monotonic_now_ns();
+            let workload = self.identity.workload(tracked.origin.id.tgid, tracked.origin.cgroup_id, now);
             // Header values are read here, in memory, and only a rule's mapped label survives.
             let head = &tracked.exchange.request_head;
             let attribution =
                 self.mapping.mapping().attribute(&workload, &|name: &str| head.header_str(name).map(String::from));
             if attribution.rule.is_none() {
-                self.stats.unattributed += 1;
+                self.stats.unattributed(identity::unattributed_reason(&workload));
             }
             let who = usage::Attributed { workload: &workload, attribution: &attribution, node: self.node.as_deref() };
             match usage::build(&tracked, &who, &self.clock, self.body_cap) {
@@ -411,7 +412,7 @@ impl Agent {
             parse_failures: self.stats.parse_failures.clone(),
             libraries_attached: self.stats.libraries_attached as u64,
             folded: Default::default(),
-            unattributed: self.stats.unattributed,
+            unattributed: self.stats.unattributed.clone(),
             completeness: self.stats.completeness.clone(),
             unprobed_executables: self.stats.unprobed_executables as u64,
             ledger: self.ledger_health.as_ref().map(|h| h.snapshot()),

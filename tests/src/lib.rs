@@ -37,6 +37,7 @@ pub mod records;
 pub mod report;
 pub mod rust_client;
 pub mod server;
+pub mod shortlived;
 pub mod tmux;
 
 pub use agent::{agent, Agent};

@@ -271,6 +271,8 @@ pub struct ExecSeen {
     /// The file the kernel executed, as named to `execve` after path search.
     pub filename: String,
     pub uid: u32,
+    /// The cgroup the new program starts in: names its workload even once the process is gone.
+    pub cgroup_id: u64,
 }
 
 fn c_string(bytes: &[u8]) -> String {
@@ -288,7 +290,7 @@ pub fn decode_proc(bytes: &[u8]) -> Result<ProcRecord, DecodeError> {
         proc_kind::EXEC => Ok(ProcRecord::Exec {
             tgid: e.tgid,
             ts_ns: e.ts_ns,
-            seen: ExecSeen { comm: c_string(&e.comm), filename: c_string(&e.path), uid: e.uid },
+            seen: ExecSeen { comm: c_string(&e.comm), filename: c_string(&e.path), uid: e.uid, cgroup_id: e.cgroup_id },
         }),
         proc_kind::EXIT => Ok(ProcRecord::Exit { tgid: e.tgid }),
         proc_kind::LIB_OPEN => {
@@ -430,7 +432,8 @@ pub(crate) mod tests {
         e.path[..13].copy_from_slice(b"/usr/bin/curl");
         // SAFETY: POD write into a buffer of its size.
         unsafe { std::ptr::write_unaligned(v.as_mut_ptr() as *mut ProcEvent, e) };
-        let seen = ExecSeen { comm: "curl".into(), filename: "/usr/bin/curl".into(), uid: 1000 };
+        let seen =
+            ExecSeen { comm: "curl".into(), filename: "/usr/bin/curl".into(), uid: 1000, cgroup_id: 1 };
         assert_eq!(decode_proc(&v), Ok(ProcRecord::Exec { tgid: 5, ts_ns: 2, seen }));
     }
 }
