@@ -131,7 +131,12 @@ fn fifty_short_lived_clients_are_attributed_to_their_team_while_the_agent_lags()
         let cgroup_id = r.get("cgroup_id").and_then(Value::as_u64);
         let right = s("team") == "blue" && names_ok(&s("comm"), &s("exe"));
         if !right || cgroup_id != Some(team_cgroup_id) || !pids.contains(&pid) {
-            wrong.push(format!("pid {pid}: team {:?} comm {:?} exe {:?} cgroup_id {cgroup_id:?}", s("team"), s("comm"), s("exe")));
+            wrong.push(format!(
+                "pid {pid}: team {:?} comm {:?} exe {:?} cgroup_id {cgroup_id:?}",
+                s("team"),
+                s("comm"),
+                s("exe")
+            ));
         }
     }
     assert!(
@@ -150,11 +155,16 @@ fn fifty_short_lived_clients_are_attributed_to_their_team_while_the_agent_lags()
     // The counter by reason. One call from this test's own cgroup, which no rule maps, is
     // counted as `no_rule_matched`: the metric and its reason attribute are there.
     let probe = case.curl_chat(&busy_server, &[]);
-    let no_rule = |t: &str| unattributed_by_reason(t).iter().filter(|(r, _)| r == "no_rule_matched").map(|(_, v)| v).sum::<f64>();
+    let no_rule =
+        |t: &str| unattributed_by_reason(t).iter().filter(|(r, _)| r == "no_rule_matched").map(|(_, v)| v).sum::<f64>();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut after = scrape(prom);
     while no_rule(&after) <= no_rule(&before) {
-        assert!(Instant::now() < deadline, "no `no_rule_matched` count for the unmapped call: {:?}", unattributed_by_reason(&after));
+        assert!(
+            Instant::now() < deadline,
+            "no `no_rule_matched` count for the unmapped call: {:?}",
+            unattributed_by_reason(&after)
+        );
         std::thread::sleep(Duration::from_millis(500));
         after = scrape(prom);
     }

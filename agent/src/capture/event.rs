@@ -432,8 +432,7 @@ pub(crate) mod tests {
         e.path[..13].copy_from_slice(b"/usr/bin/curl");
         // SAFETY: POD write into a buffer of its size.
         unsafe { std::ptr::write_unaligned(v.as_mut_ptr() as *mut ProcEvent, e) };
-        let seen =
-            ExecSeen { comm: "curl".into(), filename: "/usr/bin/curl".into(), uid: 1000, cgroup_id: 1 };
+        let seen = ExecSeen { comm: "curl".into(), filename: "/usr/bin/curl".into(), uid: 1000, cgroup_id: 1 };
         assert_eq!(decode_proc(&v), Ok(ProcRecord::Exec { tgid: 5, ts_ns: 2, seen }));
     }
 }

@@ -63,7 +63,10 @@ fn ids_resolve_by_walking_and_stay_known_after_removal() {
     let new = root.join("kubepods.slice/kubepods-besteffort.slice/pod1");
     std::fs::create_dir(&new).unwrap();
     let new_id = id_of(&new).unwrap();
-    assert_eq!(paths.resolve(new_id, 10_000_000_000).as_deref(), Some("/kubepods.slice/kubepods-besteffort.slice/pod1"));
+    assert_eq!(
+        paths.resolve(new_id, 10_000_000_000).as_deref(),
+        Some("/kubepods.slice/kubepods-besteffort.slice/pod1")
+    );
     let _held_too = std::fs::File::open(&new).unwrap();
     std::fs::remove_dir(&new).unwrap();
     let newer = root.join("system.slice/late.service");
@@ -75,7 +78,10 @@ fn ids_resolve_by_walking_and_stay_known_after_removal() {
     // Unused for RETAIN_NS: a removed cgroup's path is dropped at last.
     let later = 20_000_000_000 + RETAIN_NS;
     assert_eq!(paths.resolve(unit_id, later), None, "pruned, and gone from the tree");
-    assert_eq!(paths.resolve(newer_id, later + 60_000_000_000 + RETAIN_NS).as_deref(), Some("/system.slice/late.service"));
+    assert_eq!(
+        paths.resolve(newer_id, later + 60_000_000_000 + RETAIN_NS).as_deref(),
+        Some("/system.slice/late.service")
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }
 
