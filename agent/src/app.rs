@@ -15,7 +15,11 @@ use tokio::{
 
 use crate::{
     attribution::MappingError,
-    capture::{self, event::ConnId, Capture, CaptureError, DataRecord, LoadOptions, ProcRecord},
+    capture::{
+        self,
+        event::{ConnId, DataChunk},
+        Capture, CaptureError, DataRecord, LoadOptions, ProcRecord,
+    },
     clock::Clock,
     completeness::CallOutcome,
     config::Config,
@@ -168,6 +172,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     // SAFETY: each RingBuf owns its map fd and keeps it open, unchanged, for its lifetime.
     let mut data = unsafe { AsyncFd::register(rings.data) }.map_err(std::io::Error::from)?;
     let mut proc = unsafe { AsyncFd::register(rings.proc) }.map_err(std::io::Error::from)?;
+    let mut libs = unsafe { AsyncFd::register(rings.libs) }.map_err(std::io::Error::from)?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -198,8 +203,17 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 guard.clear_ready();
                 agent.drain(data.get_mut(), guard.get_inner_mut());
             }
+            // Library opens only lead to attaching probes: no order to keep with the rest.
+            guard = libs.readable_mut() => {
+                let mut guard = guard?;
+                guard.clear_ready();
+                let now = agent.clock.monotonic_now_ns();
+                agent.drain_proc(guard.get_inner_mut(), now);
+            }
             _ = tick.tick() => {
                 // A backstop: whatever a missed wakeup left in the rings waits a second at most.
+                let now = agent.clock.monotonic_now_ns();
+                agent.drain_proc(libs.get_mut(), now);
                 agent.drain(data.get_mut(), proc.get_mut());
                 agent.tick();
                 if last_summary.elapsed() >= summary_every {
@@ -209,7 +223,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             }
         }
     }
-    agent.drain_data(data.get_mut());
+    agent.drain_data(data.get_mut(), proc.get_mut());
     agent.stats.kernel = agent.capture.counters();
     agent.show_summary();
     // The last batch is committed before the final health push reports the ledger's state.
@@ -226,10 +240,26 @@ pub async fn run(config: Config) -> Result<(), AppError> {
 }
 
 impl Agent {
-    fn drain_data(&mut self, ring: &mut RingBuf<MapData>) {
+    /// Reads the data ring; `proc` is read too whenever a process shows up for the first time.
+    fn drain_data(&mut self, ring: &mut RingBuf<MapData>, proc: &mut RingBuf<MapData>) {
         let mut out = Output::default();
         while let Some(item) = ring.next() {
-            match capture::decode_data(&item) {
+            let record = capture::decode_data(&item);
+            // A process's exec notice precedes its first record in time, but not in the reading
+            // when a long drain of this ring (a burst) delays the next read of the notices: a
+            // short-lived client would be parsed, and its call recorded, before the notice that
+            // names it is read. So its notices are read first.
+            if let Ok(
+                DataRecord::Chunk(DataChunk { id, .. })
+                | DataRecord::ServerName { id, .. }
+                | DataRecord::Peer { id, .. },
+            ) = &record
+            {
+                if !self.identity.knows(id.tgid) {
+                    self.drain_proc(proc, self.clock.monotonic_now_ns());
+                }
+            }
+            match record {
                 Ok(DataRecord::Chunk(chunk)) => {
                     self.identity.observe(chunk.id.tgid, chunk.cgroup_id, self.clock.monotonic_now_ns());
                     self.tracker.on_chunk(&chunk, &mut out);
@@ -265,7 +295,7 @@ impl Agent {
     fn drain(&mut self, data: &mut RingBuf<MapData>, proc: &mut RingBuf<MapData>) {
         let now = self.clock.monotonic_now_ns();
         self.drain_proc(proc, now);
-        self.drain_data(data);
+        self.drain_data(data, proc);
         let ripe = now.saturating_sub(EXIT_GRACE_NS);
         let due: Vec<u32> = self.pending_exits.iter().filter(|(_, seen)| *seen <= ripe).map(|(t, _)| *t).collect();
         self.pending_exits.retain(|(_, seen)| *seen > ripe);

@@ -181,7 +181,8 @@ impl Resolver {
             self.entries.insert(pid, entry);
         }
         if let Some(Entry { info, named_at_exec, .. }) = self.entries.get_mut(&pid) {
-            let unnamed = info.comm.is_empty() && info.exe.is_empty();
+            // A zombie's /proc still has its comm but no exe any more.
+            let unnamed = info.comm.is_empty() || info.exe.is_empty();
             if unnamed || named_at_exec.is_some_and(|t| t < exec_ns) {
                 *named_at_exec = Some(exec_ns);
                 info.comm = seen.comm.clone();
@@ -201,6 +202,11 @@ impl Resolver {
         if let Some(entry) = self.entries.remove(&pid) {
             self.departed.insert(pid, (entry, now_ns));
         }
+    }
+
+    /// Whether `pid` has an identity already (alive, or departed moments ago).
+    pub fn knows(&self, pid: u32) -> bool {
+        self.entries.contains_key(&pid) || self.departed.contains_key(&pid)
     }
 
     pub fn len(&self) -> usize {
