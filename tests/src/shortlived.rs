@@ -191,6 +191,15 @@ impl Drop for AgentPause {
     }
 }
 
+/// (pid, team) of the ledger's `calls` rows for `port`: what budgets are rebuilt from.
+pub fn ledger_teams(ledger: &std::path::Path, port: u16) -> Vec<(u32, String)> {
+    let conn = crate::ledger::read_only(ledger);
+    let mut stmt =
+        conn.prepare("SELECT pid, team FROM calls WHERE server_port = ?1 ORDER BY ts_ns, id").expect("prepare");
+    let rows = stmt.query_map([port], |r| Ok((r.get(0)?, r.get(1)?))).expect("query calls");
+    rows.collect::<Result<_, _>>().expect("read calls")
+}
+
 /// `/proc/PID` exists (a process, or a zombie not reaped yet).
 pub fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()

@@ -5,9 +5,10 @@
 //!
 //! The lag is made certain: the agent is stopped (SIGSTOP) while the 50 clients run and only
 //! resumed once all of them have exited and been reaped, with a burst of streaming calls from
-//! another cgroup going on all along, so that it resumes to a backlog. Before the fix, such
-//! calls were recorded with team `unattributed`: the cgroup path was read only from
-//! `/proc/PID/cgroup`.
+//! another cgroup going on all along, so that it resumes to a backlog. Before the fix, all 50
+//! were recorded with empty comm/exe and team `unattributed`: the cgroup path was read only from
+//! `/proc/PID/cgroup`, the data drain outran the exec notices that name a process, and the
+//! notices themselves were crowded out of their ring by every `openat` on the host.
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use tokentap_tests::{
     clients, collector, env,
     records::{read_records_from, usage_log_len},
     require_bpf,
-    shortlived::{alive, spawn_curl_in, AgentPause, Burst, CurlCall, TeamCgroups},
+    shortlived::{alive, ledger_teams, spawn_curl_in, AgentPause, Burst, CurlCall, TeamCgroups},
     Case, ServerOpts,
 };
 
@@ -145,6 +146,16 @@ fn fifty_short_lived_clients_are_attributed_to_their_team_while_the_agent_lags()
         wrong.len(),
         wrong.join("\n  ")
     );
+    // The ledger (what budgets and reports are rebuilt from) says the same, once committed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut ledger = ledger_teams(&a.ledger, team_server.port);
+    while ledger.len() < CLIENTS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        ledger = ledger_teams(&a.ledger, team_server.port);
+    }
+    assert_eq!(ledger.len(), CLIENTS, "ledger rows for the short-lived clients");
+    let off: Vec<_> = ledger.iter().filter(|(pid, team)| team != "blue" || !pids.contains(&u64::from(*pid))).collect();
+    assert!(off.is_empty(), "ledger rows not of team blue: {off:?}");
     let busy = read_records_from(&a.usage_log, log_offset)
         .0
         .into_iter()
@@ -185,8 +196,4 @@ fn fifty_short_lived_clients_are_attributed_to_their_team_while_the_agent_lags()
         unattributed_by_reason(&after)
     );
     case.finish(&team_server);
-    drop(team_server);
-    drop(busy_server);
-    drop(burst);
-    let _ = groups.base_dir();
 }
