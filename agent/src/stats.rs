@@ -75,3 +75,21 @@ impl Stats {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unattributed_calls_show_their_total_and_reasons() {
+        let mut s = Stats::default();
+        assert!(s.line().contains(" unattributed=0 "), "{}", s.line());
+        assert!(!s.line().contains("unattributed["), "{}", s.line());
+        s.unattributed("no_rule_matched");
+        s.unattributed("no_rule_matched");
+        s.unattributed("cgroup_unknown");
+        let line = s.line();
+        assert!(line.contains(" unattributed=3 "), "{line}");
+        assert!(line.contains(" unattributed[cgroup_unknown:1,no_rule_matched:2]"), "{line}");
+    }
+}
