@@ -270,12 +270,12 @@ impl Agent {
                 }
                 // Both come before the connection's first byte: resolving the process now
                 // gives short-lived clients the best chance to be named before they exit.
-                Ok(DataRecord::ServerName { id, ts_ns, name }) => {
-                    self.identity.observe(id.tgid, 0, self.clock.monotonic_now_ns());
+                Ok(DataRecord::ServerName { id, cgroup_id, ts_ns, name }) => {
+                    self.identity.observe(id.tgid, cgroup_id, self.clock.monotonic_now_ns());
                     self.tracker.on_server_name(id, ts_ns, name);
                 }
-                Ok(DataRecord::Peer { id, ts_ns, addr }) => {
-                    self.identity.observe(id.tgid, 0, self.clock.monotonic_now_ns());
+                Ok(DataRecord::Peer { id, cgroup_id, ts_ns, addr }) => {
+                    self.identity.observe(id.tgid, cgroup_id, self.clock.monotonic_now_ns());
                     self.tracker.on_peer(id, ts_ns, addr);
                 }
                 Err(e) => self.stats.failure(e.reason()),

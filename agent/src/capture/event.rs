@@ -122,12 +122,15 @@ pub enum DataRecord<'a> {
     /// The TLS server name (SNI) the client set for this session.
     ServerName {
         id: ConnId,
+        /// The caller's cgroup, as in every record: names its workload without the pid.
+        cgroup_id: u64,
         ts_ns: u64,
         name: String,
     },
     /// The socket peer the client connected to.
     Peer {
         id: ConnId,
+        cgroup_id: u64,
         ts_ns: u64,
         addr: SocketAddr,
     },
@@ -205,11 +208,11 @@ pub fn decode_data(bytes: &[u8]) -> Result<DataRecord<'_>, DecodeError> {
                 return Err(DecodeError::BadServerName);
             }
             let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-            Ok(DataRecord::ServerName { id, ts_ns: h.ts_ns, name })
+            Ok(DataRecord::ServerName { id, cgroup_id: h.cgroup_id, ts_ns: h.ts_ns, name })
         }
         data_kind::PEER => {
             let addr = decode_sockaddr(payload(bytes, &h)?).ok_or(DecodeError::BadPeer)?;
-            Ok(DataRecord::Peer { id, ts_ns: h.ts_ns, addr })
+            Ok(DataRecord::Peer { id, cgroup_id: h.cgroup_id, ts_ns: h.ts_ns, addr })
         }
         data_kind::DATA => {
             let data = &bytes[DATA_HEADER_LEN..];
@@ -374,6 +377,7 @@ pub(crate) mod tests {
             decode_data(&rec),
             Ok(DataRecord::ServerName {
                 id: ConnId { tgid: 42, conn: 0xdead },
+                cgroup_id: 7,
                 ts_ns: 1000,
                 name: "api.example".into()
             })
