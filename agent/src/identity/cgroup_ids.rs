@@ -13,6 +13,7 @@
 //!    whatever the tree's depth (what systemd and bpftool do), then the fd's path;
 //! 3. a walk of the whole cgroup2 tree, at most once per [`WALK_EVERY_NS`] (where handles are
 //!    refused: no `CAP_DAC_READ_SEARCH`, or a kernel without kernfs export).
+use super::{cgroup::classify, model::CgroupInfo};
 use std::{
     collections::HashMap,
     os::unix::{ffi::OsStrExt, fs::DirEntryExt, fs::MetadataExt},
@@ -78,12 +79,19 @@ struct Entry {
     last_used_ns: u64,
 }
 
+/// What `/proc/PID/cgroup` of a live process in the cgroup said, classified.
+struct Learned {
+    info: CgroupInfo,
+    last_used_ns: u64,
+}
+
 pub struct CgroupPaths {
     /// Mount point and the cgroup path of its root; None without a cgroup2 mount.
     mount: Option<(PathBuf, String)>,
     /// The mount's root directory, for `open_by_handle_at`; None once handles were refused.
     mount_fd: Option<std::fs::File>,
     known: HashMap<u64, Entry>,
+    learned: HashMap<u64, Learned>,
     last_walk_ns: Option<u64>,
     last_prune_ns: u64,
 }
@@ -99,7 +107,14 @@ impl CgroupPaths {
     /// `open_by_handle_at` first (only a cgroup2 mount answers kernfs handles).
     pub fn at(mount: Option<(PathBuf, String)>, handles: bool) -> CgroupPaths {
         let mount_fd = mount.as_ref().filter(|_| handles).and_then(|(p, _)| std::fs::File::open(p).ok());
-        CgroupPaths { mount, mount_fd, known: HashMap::new(), last_walk_ns: None, last_prune_ns: 0 }
+        CgroupPaths {
+            mount,
+            mount_fd,
+            known: HashMap::new(),
+            learned: HashMap::new(),
+            last_walk_ns: None,
+            last_prune_ns: 0,
+        }
     }
 
     /// The cgroup path of `id`, e.g. `/kubepods.slice/…/cri-containerd-<id>.scope`; None when
@@ -118,6 +133,24 @@ impl CgroupPaths {
         let path = if found.is_none() && self.mount_fd.is_none() { self.walk(id, now_ns) } else { found }?;
         self.known.insert(id, Entry { path: path.clone(), last_used_ns: now_ns });
         Some(path)
+    }
+
+    /// The workload `id`'s cgroup stands for: as `/proc/PID/cgroup` of a live process in it
+    /// said (see [`CgroupPaths::learn`]), else as its path classifies.
+    pub fn info(&mut self, id: u64, now_ns: u64) -> Option<CgroupInfo> {
+        if let Some(l) = self.learned.get_mut(&id) {
+            l.last_used_ns = now_ns;
+            return Some(l.info.clone());
+        }
+        self.resolve(id, now_ns).map(|p| classify(&p))
+    }
+
+    /// `/proc/PID/cgroup` of a live process in cgroup `id` gave `info`: its gone processes
+    /// get the same, so that a rule cannot tell a live process from a gone one. (Only on hybrid
+    /// hosts can it differ from the v2 path's classification, where a v1 controller's path
+    /// names the container.)
+    pub fn learn(&mut self, id: u64, info: CgroupInfo, now_ns: u64) {
+        self.learned.insert(id, Learned { info, last_used_ns: now_ns });
     }
 
     /// Paths cached now.
@@ -195,6 +228,7 @@ impl CgroupPaths {
         }
         self.last_prune_ns = now_ns;
         self.known.retain(|_, e| now_ns.saturating_sub(e.last_used_ns) < RETAIN_NS);
+        self.learned.retain(|_, e| now_ns.saturating_sub(e.last_used_ns) < RETAIN_NS);
     }
 }
 

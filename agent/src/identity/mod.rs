@@ -31,6 +31,9 @@ pub struct ProcessInfo {
     pub uid: Option<u32>,
     pub user: Option<String>,
     pub cgroup: CgroupInfo,
+    /// The cgroup v2 path, which `cgroup.path` may not be (on a hybrid host a v1 controller's
+    /// path can name the container): what the process's cgroup id is checked against.
+    pub cgroup_v2: Option<String>,
 }
 
 impl ProcessInfo {
@@ -40,8 +43,10 @@ impl ProcessInfo {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
         let uid = proc("status").as_deref().and_then(users::uid_from_status);
         let user = uid.and_then(|uid| users.name(pid, uid));
-        let cgroup = proc("cgroup").as_deref().and_then(cgroup::from_proc_cgroup).unwrap_or_default();
-        ProcessInfo { comm, exe, uid, user, cgroup }
+        let text = proc("cgroup");
+        let cgroup = text.as_deref().and_then(cgroup::from_proc_cgroup).unwrap_or_default();
+        let cgroup_v2 = text.as_deref().and_then(cgroup::v2_path);
+        ProcessInfo { comm, exe, uid, user, cgroup, cgroup_v2 }
     }
 }
 
@@ -150,8 +155,15 @@ impl Resolver {
     fn read(&mut self, pid: u32, cgroup_id: u64, now_ns: u64) -> Entry {
         let mut info = ProcessInfo::read(pid, &mut self.users);
         if info.cgroup.path.is_empty() {
-            if let Some(path) = self.cgroups.resolve(cgroup_id, now_ns) {
-                info.cgroup = cgroup::classify(&path);
+            if let Some(cgroup) = self.cgroups.info(cgroup_id, now_ns) {
+                info.cgroup = cgroup;
+            }
+        } else if cgroup_id != 0 && info.cgroup_v2.is_some() {
+            // What `/proc` said of this cgroup names the cgroup's later gone processes alike
+            // (a hybrid host's v1 paths included), once it is sure to be this id's cgroup (the
+            // process was not moved between its record and this read).
+            if self.cgroups.resolve(cgroup_id, now_ns) == info.cgroup_v2 {
+                self.cgroups.learn(cgroup_id, info.cgroup.clone(), now_ns);
             }
         }
         Entry { info, read_ns: now_ns, cgroup_id, named_at_exec: None }
@@ -166,8 +178,8 @@ impl Resolver {
             return workload(pid, &entry.info, self.pods.as_ref());
         }
         let mut info = entry.info.clone();
-        if let Some(path) = self.cgroups.resolve(cgroup_id, now_ns) {
-            info.cgroup = cgroup::classify(&path);
+        if let Some(cgroup) = self.cgroups.info(cgroup_id, now_ns) {
+            info.cgroup = cgroup;
         }
         workload(pid, &info, self.pods.as_ref())
     }

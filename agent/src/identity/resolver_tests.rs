@@ -139,3 +139,29 @@ fn of_two_exec_notices_of_a_gone_process_the_later_names_it() {
     let w = cache.workload(GONE, 0, 140);
     assert_eq!((w.comm.as_str(), w.exe.as_str()), ("curl", "/nonexistent/curl"));
 }
+
+/// On this host's real cgroup2 tree: a gone process of this test's cgroup gets exactly what
+/// `/proc/self/cgroup` says of it — on a hybrid host a v1 controller's path may be that, not
+/// the v2 path its cgroup id resolves to.
+#[test]
+fn a_gone_process_is_classified_as_a_live_one_of_its_cgroup_was() {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let (point, _) = cgroup_ids::cgroup2_mount(&mountinfo).expect("a cgroup2 mount on this host");
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let v2 = cgroup::v2_path(&text).expect("a cgroup v2 line");
+    let my_id = cgroup_ids::id_of(&point.join(v2.trim_start_matches('/'))).unwrap();
+    let mut cache = Resolver::new(None);
+    let me = cache.workload(std::process::id(), my_id, 10);
+    assert_eq!(me.cgroup, cgroup::from_proc_cgroup(&text).unwrap());
+    let gone = cache.workload(GONE, my_id, 20);
+    assert_eq!(gone.cgroup, me.cgroup, "named by the cgroup id alone");
+}
+
+#[test]
+fn the_v2_line_is_found_whatever_the_other_lines_say() {
+    let hybrid = "9:name=systemd:/\n4:memory:/process_api/1dc3\n0::/\n";
+    assert_eq!(cgroup::v2_path(hybrid).as_deref(), Some("/"));
+    assert_eq!(cgroup::path_from_proc_cgroup(hybrid).as_deref(), Some("/process_api/1dc3"));
+    assert_eq!(cgroup::v2_path("0::/a/b (deleted)\n").as_deref(), Some("/a/b"));
+    assert_eq!(cgroup::v2_path("4:memory:/x\n"), None);
+}
