@@ -25,6 +25,7 @@ pub const PATH_LEN: usize = 256;
 pub mod names {
     pub const DATA_EVENTS: &str = "DATA_EVENTS";
     pub const PROC_EVENTS: &str = "PROC_EVENTS";
+    pub const LIB_EVENTS: &str = "LIB_EVENTS";
     pub const CONN_STATE: &str = "CONN_STATE";
     pub const COUNTERS: &str = "COUNTERS";
     pub const AGENT_TGID: &str = "AGENT_TGID";

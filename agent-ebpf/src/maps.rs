@@ -15,6 +15,14 @@ pub static DATA_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024 * 1024, 0);
 #[map]
 pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 
+/// TLS-library-open notices (`ProcEvent`s of kind `LIB_OPEN`), apart from `PROC_EVENTS`: every
+/// `openat` on the host reserves a record here to read its path, discarded unless it names a
+/// TLS library, and a discarded record keeps its ring space until the agent reads past it. In
+/// `PROC_EVENTS`, a lagging agent lost the exec notices of short-lived processes that way (and
+/// with them their names: 905 of them lost behind 50 curl processes in 2.5 s).
+#[map]
+pub static LIB_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+
 /// Per-connection verdicts written by user space (and removed here when a session ends). LRU:
 /// sessions of killed processes never reach SSL_free, and losing an old verdict only means
 /// its connection is shipped (and judged) again.

@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use tokentap_common::{counter, proc_kind, ProcEvent, COMM_LEN, PATH_LEN};
 
-use crate::maps::{bump, AGENT_TGID, PROC_EVENTS};
+use crate::maps::{bump, AGENT_TGID, LIB_EVENTS, PROC_EVENTS};
 
 /// Offsets of `filename` and `flags` in `syscalls:sys_enter_openat` (see its tracefs `format`).
 const OPENAT_FILENAME_OFFSET: usize = 24;
@@ -99,8 +99,10 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     // The path is read straight into a reservation (the stack is too small to stage it) and
     // the reservation discarded when the name does not match: far cheaper than waking user
     // space for every open on the host.
-    let Some(mut entry) = PROC_EVENTS.reserve::<ProcEvent>(0) else {
-        bump(counter::PROC_LOST);
+    // Not PROC_EVENTS: see LIB_EVENTS. A failed reservation is not counted as a lost event:
+    // nearly every open is not a TLS library's, and counting them all (as the proc ring's
+    // losses did) buried the real losses under thousands a second while the agent lagged.
+    let Some(mut entry) = LIB_EVENTS.reserve::<ProcEvent>(0) else {
         return 0;
     };
     let event = entry.as_mut_ptr();

@@ -15,7 +15,11 @@ use tokio::{
 
 use crate::{
     attribution::MappingError,
-    capture::{self, event::ConnId, Capture, CaptureError, DataRecord, Hold, LoadOptions, ProcRecord},
+    capture::{
+        self,
+        event::{ConnId, DataChunk},
+        Capture, CaptureError, DataRecord, Hold, LoadOptions, ProcRecord,
+    },
     clock::Clock,
     completeness::CallOutcome,
     config::Config,
@@ -187,6 +191,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     // SAFETY: each RingBuf owns its map fd and keeps it open, unchanged, for its lifetime.
     let mut data = unsafe { AsyncFd::register(rings.data) }.map_err(std::io::Error::from)?;
     let mut proc = unsafe { AsyncFd::register(rings.proc) }.map_err(std::io::Error::from)?;
+    let mut libs = unsafe { AsyncFd::register(rings.libs) }.map_err(std::io::Error::from)?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -218,8 +223,17 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 guard.clear_ready();
                 agent.drain(data.get_mut(), guard.get_inner_mut());
             }
+            // Library opens only lead to attaching probes: no order to keep with the rest.
+            guard = libs.readable_mut() => {
+                let mut guard = guard?;
+                guard.clear_ready();
+                let now = agent.clock.monotonic_now_ns();
+                agent.drain_proc(guard.get_inner_mut(), now);
+            }
             _ = tick.tick() => {
                 // A backstop: whatever a missed wakeup left in the rings waits a second at most.
+                let now = agent.clock.monotonic_now_ns();
+                agent.drain_proc(libs.get_mut(), now);
                 agent.drain(data.get_mut(), proc.get_mut());
                 agent.tick();
                 if last_summary.elapsed() >= summary_every {
@@ -232,7 +246,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     // No process may stay held once the agent is gone: verdicts first, then the last holds.
     agent.stop_enforcing();
     agent.drain(data.get_mut(), proc.get_mut());
-    agent.drain_data(data.get_mut());
+    agent.drain_data(data.get_mut(), proc.get_mut());
     agent.stats.kernel = agent.capture.counters();
     agent.show_summary();
     // The last batch is committed before the final health push reports the ledger's state.
@@ -249,12 +263,28 @@ pub async fn run(config: Config) -> Result<(), AppError> {
 }
 
 impl Agent {
-    fn drain_data(&mut self, ring: &mut RingBuf<MapData>) {
+    /// Reads the data ring; `proc` is read too whenever a process shows up for the first time.
+    fn drain_data(&mut self, ring: &mut RingBuf<MapData>, proc: &mut RingBuf<MapData>) {
         let mut out = Output::default();
         while let Some(item) = ring.next() {
-            match capture::decode_data(&item) {
+            let record = capture::decode_data(&item);
+            // A process's exec notice precedes its first record in time, but not in the reading
+            // when a long drain of this ring (a burst) delays the next read of the notices: a
+            // short-lived client would be parsed, and its call recorded, before the notice that
+            // names it is read. So its notices are read first.
+            if let Ok(
+                DataRecord::Chunk(DataChunk { id, .. })
+                | DataRecord::ServerName { id, .. }
+                | DataRecord::Peer { id, .. },
+            ) = &record
+            {
+                if !self.identity.knows(id.tgid) {
+                    self.drain_proc(proc, self.clock.monotonic_now_ns());
+                }
+            }
+            match record {
                 Ok(DataRecord::Chunk(chunk)) => {
-                    self.identity.observe(chunk.id.tgid, self.clock.monotonic_now_ns());
+                    self.identity.observe(chunk.id.tgid, chunk.cgroup_id, self.clock.monotonic_now_ns());
                     self.tracker.on_chunk(&chunk, &mut out);
                 }
                 Ok(DataRecord::Close { id, ts_ns }) => {
@@ -264,12 +294,12 @@ impl Agent {
                 }
                 // Both come before the connection's first byte: resolving the process now
                 // gives short-lived clients the best chance to be named before they exit.
-                Ok(DataRecord::ServerName { id, ts_ns, name }) => {
-                    self.identity.observe(id.tgid, self.clock.monotonic_now_ns());
+                Ok(DataRecord::ServerName { id, cgroup_id, ts_ns, name }) => {
+                    self.identity.observe(id.tgid, cgroup_id, self.clock.monotonic_now_ns());
                     self.tracker.on_server_name(id, ts_ns, name);
                 }
-                Ok(DataRecord::Peer { id, ts_ns, addr }) => {
-                    self.identity.observe(id.tgid, self.clock.monotonic_now_ns());
+                Ok(DataRecord::Peer { id, cgroup_id, ts_ns, addr }) => {
+                    self.identity.observe(id.tgid, cgroup_id, self.clock.monotonic_now_ns());
                     self.tracker.on_peer(id, ts_ns, addr);
                 }
                 Err(e) => self.stats.failure(e.reason()),
@@ -289,7 +319,7 @@ impl Agent {
     fn drain(&mut self, data: &mut RingBuf<MapData>, proc: &mut RingBuf<MapData>) {
         let now = self.clock.monotonic_now_ns();
         self.drain_proc(proc, now);
-        self.drain_data(data);
+        self.drain_data(data, proc);
         // After the data: a held request is judged with every earlier response settled.
         self.decide_holds();
         let ripe = now.saturating_sub(EXIT_GRACE_NS);
@@ -375,13 +405,14 @@ impl Agent {
             self.stats.completeness.add(library, CallOutcome::Unparseable);
         }
         for tracked in out.exchanges.drain(..) {
-            let workload = self.identity.workload(tracked.origin.id.tgid, self.clock.monotonic_now_ns());
+            let now = self.clock.monotonic_now_ns();
+            let workload = self.identity.workload(tracked.origin.id.tgid, tracked.origin.cgroup_id, now);
             // Header values are read here, in memory, and only a rule's mapped label survives.
             let head = &tracked.exchange.request_head;
             let attribution =
                 self.mapping.mapping().attribute(&workload, &|name: &str| head.header_str(name).map(String::from));
             if attribution.rule.is_none() {
-                self.stats.unattributed += 1;
+                self.stats.unattributed(identity::unattributed_reason(&workload));
             }
             let who = usage::Attributed { workload: &workload, attribution: &attribution, node: self.node.as_deref() };
             match usage::build(&tracked, &who, &self.clock, self.body_cap) {
@@ -448,7 +479,7 @@ impl Agent {
             parse_failures: self.stats.parse_failures.clone(),
             libraries_attached: self.stats.libraries_attached as u64,
             folded: Default::default(),
-            unattributed: self.stats.unattributed,
+            unattributed: self.stats.unattributed.clone(),
             completeness: self.stats.completeness.clone(),
             unprobed_executables: self.stats.unprobed_executables as u64,
             ledger: self.ledger_health.as_ref().map(|h| h.snapshot()),

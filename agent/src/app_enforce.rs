@@ -13,8 +13,8 @@ use crate::{
 
 impl Agent {
     /// The attribution of a live process without request headers: what a hold can know.
-    fn identify(&mut self, tgid: u32) -> (Workload, Attribution) {
-        let workload = self.identity.workload(tgid, self.clock.monotonic_now_ns());
+    fn identify(&mut self, tgid: u32, cgroup_id: u64) -> (Workload, Attribution) {
+        let workload = self.identity.workload(tgid, cgroup_id, self.clock.monotonic_now_ns());
         let attribution = self.mapping.mapping().attribute(&workload, &|_: &str| None);
         (workload, attribution)
     }
@@ -34,7 +34,7 @@ impl Agent {
             return;
         }
         for h in holds {
-            let (workload, attribution) = self.identify(h.id.tgid);
+            let (workload, attribution) = self.identify(h.id.tgid, h.cgroup_id);
             let Some(enforcer) = self.enforcer.as_mut() else { return };
             enforcer.observe(h.id.tgid, h.cgroup_id, &workload, &attribution);
             enforcer.on_hold(h.id, self.capture.enforcement());
@@ -43,7 +43,7 @@ impl Agent {
 
     pub(super) fn enforce_acted(&mut self, acted: &Acted) {
         if self.enforcer.is_some() {
-            let (workload, _) = self.identify(acted.id.tgid);
+            let (workload, _) = self.identify(acted.id.tgid, acted.cgroup_id);
             tracing::warn!(
                 pid = acted.id.tgid, comm = %workload.comm, cgroup = %workload.cgroup.path,
                 signal = acted.signal, failed = acted.failed, "enforcement: signal sent in-kernel"
@@ -58,7 +58,7 @@ impl Agent {
         }
         if !self.enforcer.as_ref().is_some_and(|e| e.knows(id.tgid)) {
             if let Some(cgroup_id) = actuate::cgroup_id_of(id.tgid) {
-                let (workload, attribution) = self.identify(id.tgid);
+                let (workload, attribution) = self.identify(id.tgid, cgroup_id);
                 if let Some(e) = self.enforcer.as_mut() {
                     e.observe(id.tgid, cgroup_id, &workload, &attribution);
                 }
@@ -91,7 +91,7 @@ impl Agent {
             return;
         }
         for r in requests {
-            let (workload, attribution) = self.identify(r.origin.id.tgid);
+            let (workload, attribution) = self.identify(r.origin.id.tgid, r.origin.cgroup_id);
             let Some(e) = self.enforcer.as_mut() else { return };
             e.observe(r.origin.id.tgid, r.origin.cgroup_id, &workload, &attribution);
             let labels =

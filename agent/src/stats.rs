@@ -19,8 +19,10 @@ pub struct Stats {
     /// Executables with their own TLS stack that got no probes: calls the agent cannot see.
     pub unprobed_executables: usize,
     pub output_errors: u64,
-    /// Calls no mapping rule matched (team `unattributed`): owners to find.
-    pub unattributed: u64,
+    /// Calls no mapping rule matched (team `unattributed`) by reason: `no_rule_matched` (owners
+    /// to find), or an identity the agent could not complete (`process_gone_no_exec`,
+    /// `cgroup_unknown`: calls that would escape every team's quota).
+    pub unattributed: BTreeMap<&'static str, u64>,
     /// OTLP exports that failed.
     pub export_failures: u64,
     /// Mapping file edits rejected as invalid.
@@ -34,13 +36,18 @@ impl Stats {
         *self.parse_failures.entry(reason).or_default() += 1;
     }
 
+    pub fn unattributed(&mut self, reason: &'static str) {
+        *self.unattributed.entry(reason).or_default() += 1;
+    }
+
     /// One line for logs and the summary footer.
     pub fn line(&self) -> String {
         let failures: u64 = self.parse_failures.values().sum();
+        let unattributed: u64 = self.unattributed.values().sum();
         let mut s = format!(
             "calls={} unattributed={} estimated={} truncated={} parse_failures={} ignored_connections={} libraries={} events_lost={} calls_truncated_in_kernel={}",
             self.records,
-            self.unattributed,
+            unattributed,
             self.estimated_records,
             self.truncated_records,
             failures,
@@ -49,6 +56,11 @@ impl Stats {
             self.kernel.data_lost + self.kernel.proc_lost,
             self.kernel.calls_truncated,
         );
+        // By reason: an identity gap (a call no team quota can see) is not an owner to find.
+        if unattributed > 0 {
+            let by: Vec<String> = self.unattributed.iter().map(|(r, n)| format!("{r}:{n}")).collect();
+            s.push_str(&format!(" unattributed[{}]", by.join(",")));
+        }
         if self.unprobed_executables > 0 {
             s.push_str(&format!(" unprobed_executables={}", self.unprobed_executables));
         }
@@ -68,5 +80,23 @@ impl Stats {
             s.push_str(&format!(" capture[{seen}]"));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unattributed_calls_show_their_total_and_reasons() {
+        let mut s = Stats::default();
+        assert!(s.line().contains(" unattributed=0 "), "{}", s.line());
+        assert!(!s.line().contains("unattributed["), "{}", s.line());
+        s.unattributed("no_rule_matched");
+        s.unattributed("no_rule_matched");
+        s.unattributed("cgroup_unknown");
+        let line = s.line();
+        assert!(line.contains(" unattributed=3 "), "{line}");
+        assert!(line.contains(" unattributed[cgroup_unknown:1,no_rule_matched:2]"), "{line}");
     }
 }

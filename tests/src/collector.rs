@@ -62,7 +62,7 @@ pub const METRICS: &[(&str, &str, Kind)] = &[
     ("tokentap.agent.libraries.attached", "{library}", Kind::Gauge),
     ("tokentap.agent.export.failures", "{export}", Kind::Counter),
     ("tokentap.agent.attribute_values.folded", "{value}", Kind::Counter),
-    ("tokentap.agent.calls.unattributed", "{call}", Kind::Counter),
+    ("tokentap.calls.unattributed", "{call}", Kind::Counter),
     ("tokentap.capture.calls", "{call}", Kind::Counter),
     ("tokentap.agent.executables.unprobed", "{executable}", Kind::Gauge),
     ("tokentap.agent.start_time", "s", Kind::Gauge),

@@ -40,6 +40,7 @@ pub mod redis;
 pub mod report;
 pub mod rust_client;
 pub mod server;
+pub mod shortlived;
 pub mod tmux;
 
 pub use agent::{agent, Agent};

@@ -122,12 +122,15 @@ pub enum DataRecord<'a> {
     /// The TLS server name (SNI) the client set for this session.
     ServerName {
         id: ConnId,
+        /// The caller's cgroup, as in every record: names its workload without the pid.
+        cgroup_id: u64,
         ts_ns: u64,
         name: String,
     },
     /// The socket peer the client connected to.
     Peer {
         id: ConnId,
+        cgroup_id: u64,
         ts_ns: u64,
         addr: SocketAddr,
     },
@@ -247,11 +250,11 @@ pub fn decode_data(bytes: &[u8]) -> Result<DataRecord<'_>, DecodeError> {
                 return Err(DecodeError::BadServerName);
             }
             let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-            Ok(DataRecord::ServerName { id, ts_ns: h.ts_ns, name })
+            Ok(DataRecord::ServerName { id, cgroup_id: h.cgroup_id, ts_ns: h.ts_ns, name })
         }
         data_kind::PEER => {
             let addr = decode_sockaddr(payload(bytes, &h)?).ok_or(DecodeError::BadPeer)?;
-            Ok(DataRecord::Peer { id, ts_ns: h.ts_ns, addr })
+            Ok(DataRecord::Peer { id, cgroup_id: h.cgroup_id, ts_ns: h.ts_ns, addr })
         }
         data_kind::DATA => {
             let data = &bytes[DATA_HEADER_LEN..];
@@ -313,6 +316,8 @@ pub struct ExecSeen {
     /// The file the kernel executed, as named to `execve` after path search.
     pub filename: String,
     pub uid: u32,
+    /// The cgroup the new program starts in: names its workload even once the process is gone.
+    pub cgroup_id: u64,
 }
 
 fn c_string(bytes: &[u8]) -> String {
@@ -373,7 +378,7 @@ pub fn decode_proc(bytes: &[u8]) -> Result<ProcRecord, DecodeError> {
         proc_kind::EXEC => Ok(ProcRecord::Exec {
             tgid: e.tgid,
             ts_ns: e.ts_ns,
-            seen: ExecSeen { comm: c_string(&e.comm), filename: c_string(&e.path), uid: e.uid },
+            seen: ExecSeen { comm: c_string(&e.comm), filename: c_string(&e.path), uid: e.uid, cgroup_id: e.cgroup_id },
         }),
         proc_kind::EXIT => Ok(ProcRecord::Exit { tgid: e.tgid }),
         proc_kind::LIB_OPEN => {
@@ -457,6 +462,7 @@ pub(crate) mod tests {
             decode_data(&rec),
             Ok(DataRecord::ServerName {
                 id: ConnId { tgid: 42, conn: 0xdead },
+                cgroup_id: 7,
                 ts_ns: 1000,
                 name: "api.example".into()
             })
@@ -552,7 +558,7 @@ pub(crate) mod tests {
         e.path[..13].copy_from_slice(b"/usr/bin/curl");
         // SAFETY: POD write into a buffer of its size.
         unsafe { std::ptr::write_unaligned(v.as_mut_ptr() as *mut ProcEvent, e) };
-        let seen = ExecSeen { comm: "curl".into(), filename: "/usr/bin/curl".into(), uid: 1000 };
+        let seen = ExecSeen { comm: "curl".into(), filename: "/usr/bin/curl".into(), uid: 1000, cgroup_id: 1 };
         assert_eq!(decode_proc(&v), Ok(ProcRecord::Exec { tgid: 5, ts_ns: 2, seen }));
     }
 }

@@ -95,10 +95,13 @@ impl Default for KernelCounters {
     }
 }
 
-/// The two ring buffers, read by the agent's event loop.
+/// The ring buffers, read by the agent's event loop.
 pub struct Rings {
     pub data: RingBuf<MapData>,
     pub proc: RingBuf<MapData>,
+    /// TLS-library-open notices (decoded like `proc`'s records), kept apart so that the
+    /// discarded reservations of every `openat` cannot crowd out exec and exit notices.
+    pub libs: RingBuf<MapData>,
 }
 
 impl Capture {
@@ -149,10 +152,11 @@ impl Capture {
         let plain_sockets = take_map(&mut ebpf, names::PLAIN_SOCKETS)?;
         let data = take_map(&mut ebpf, names::DATA_EVENTS)?;
         let proc = take_map(&mut ebpf, names::PROC_EVENTS)?;
+        let libs = take_map(&mut ebpf, names::LIB_EVENTS)?;
         let conn_state = take_map(&mut ebpf, names::CONN_STATE)?;
         let counters = take_map(&mut ebpf, names::COUNTERS)?;
         let lost_calls = take_map(&mut ebpf, names::LOST_CALLS)?;
-        Ok((Capture { ebpf, conn_state, lost_calls, counters, plain_sockets, enforcement }, Rings { data, proc }))
+        Ok((Capture { ebpf, conn_state, lost_calls, counters, plain_sockets, enforcement }, Rings { data, proc, libs }))
     }
 
     /// Attaches the probe table to one library file. Returns how many probes attached and

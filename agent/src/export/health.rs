@@ -18,7 +18,8 @@ pub struct HealthSnapshot {
     pub parse_failures: BTreeMap<&'static str, u64>,
     pub libraries_attached: u64,
     pub folded: BTreeMap<&'static str, u64>,
-    pub unattributed: u64,
+    /// Unattributed calls by reason (see `identity::unattributed_reason`).
+    pub unattributed: BTreeMap<&'static str, u64>,
     pub completeness: Completeness,
     pub unprobed_executables: u64,
     /// `None` when the ledger is disabled (its instruments then report nothing).
@@ -108,10 +109,17 @@ pub fn register(meter: &Meter, health: &SharedHealth, exports: &Arc<ExportCounts
         .build();
     let h = health.clone();
     meter
-        .u64_observable_counter("tokentap.agent.calls.unattributed")
+        .u64_observable_counter("tokentap.calls.unattributed")
         .with_unit("{call}")
-        .with_description("Calls no mapping rule attributed (team \"unattributed\")")
-        .with_callback(move |o| o.observe(read(&h).unattributed, &[]))
+        .with_description(
+            "Calls no mapping rule attributed (team \"unattributed\"), by reason: no_rule_matched, or an \
+             identity the agent could not complete (process_gone_no_exec, cgroup_unknown)",
+        )
+        .with_callback(move |o| {
+            for (reason, n) in read(&h).unattributed {
+                o.observe(n, &[KeyValue::new("tokentap.reason", reason)]);
+            }
+        })
         .build();
     let h = health.clone();
     meter

@@ -85,6 +85,15 @@ pub fn classify(path: &str) -> CgroupInfo {
     }
 }
 
+/// The path of the cgroup v2 line (`0::/path`) of a `/proc/PID/cgroup` text: the cgroup the
+/// process's cgroup id names, whichever path [`path_from_proc_cgroup`] prefers.
+pub fn v2_path(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(parse_line)
+        .find(|l| l.hierarchy == 0 && l.controllers.is_empty())
+        .map(|l| l.path.to_string())
+}
+
 /// Convenience: both.
 pub fn from_proc_cgroup(text: &str) -> Option<CgroupInfo> {
     path_from_proc_cgroup(text).map(|p| classify(&p))

@@ -1,6 +1,13 @@
 //! Who a process is: resolved at first sight and kept until the process is gone, so that a
 //! process that exits mid-call still gets its identity.
+//!
+//! Nothing here may depend on the process still being alive when the agent gets to its records
+//! (a short-lived client while the agent lags behind a burst): what `/proc` cannot tell any more,
+//! the kernel's exec notice (comm, executed file, uid) and the cgroup id carried by every record
+//! ([`cgroup_ids`]) tell instead. Calls that still end up unattributed are counted by
+//! [`unattributed_reason`].
 pub mod cgroup;
+pub mod cgroup_ids;
 pub mod kube;
 pub mod model;
 pub mod users;
@@ -10,6 +17,7 @@ use std::collections::HashMap;
 use crate::capture::event::ExecSeen;
 
 use self::{
+    cgroup_ids::CgroupPaths,
     kube::PodCache,
     model::{CgroupInfo, Workload},
     users::Users,
@@ -23,6 +31,9 @@ pub struct ProcessInfo {
     pub uid: Option<u32>,
     pub user: Option<String>,
     pub cgroup: CgroupInfo,
+    /// The cgroup v2 path, which `cgroup.path` may not be (on a hybrid host a v1 controller's
+    /// path can name the container): what the process's cgroup id is checked against.
+    pub cgroup_v2: Option<String>,
 }
 
 impl ProcessInfo {
@@ -32,8 +43,10 @@ impl ProcessInfo {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
         let uid = proc("status").as_deref().and_then(users::uid_from_status);
         let user = uid.and_then(|uid| users.name(pid, uid));
-        let cgroup = proc("cgroup").as_deref().and_then(cgroup::from_proc_cgroup).unwrap_or_default();
-        ProcessInfo { comm, exe, uid, user, cgroup }
+        let text = proc("cgroup");
+        let cgroup = text.as_deref().and_then(cgroup::from_proc_cgroup).unwrap_or_default();
+        let cgroup_v2 = text.as_deref().and_then(cgroup::v2_path);
+        ProcessInfo { comm, exe, uid, user, cgroup, cgroup_v2 }
     }
 }
 
@@ -61,18 +74,46 @@ pub fn workload(pid: u32, info: &ProcessInfo, pods: Option<&PodCache>) -> Worklo
     w
 }
 
+/// Why a call no mapping rule attributed was left unattributed, for the
+/// `tokentap.calls.unattributed` counter: the identity the rules saw was incomplete (the
+/// process was gone and no exec notice named it; its cgroup could not be found), or it was
+/// complete and no rule matched it.
+pub fn unattributed_reason(w: &Workload) -> &'static str {
+    if w.comm.is_empty() && w.exe.is_empty() {
+        "process_gone_no_exec"
+    } else if w.cgroup.path.is_empty() {
+        "cgroup_unknown"
+    } else {
+        "no_rule_matched"
+    }
+}
+
+/// What is cached per pid: the identity, the monotonic time it was read, and the cgroup id of
+/// the record or exec notice it was read for (0: unknown). A call from another cgroup id (the
+/// process was moved since) is named by that id's cgroup instead.
+#[derive(Debug, Clone)]
+struct Entry {
+    info: ProcessInfo,
+    read_ns: u64,
+    cgroup_id: u64,
+    /// comm/exe/uid came from the exec notice of this time, not from `/proc`: a later exec's
+    /// notice (`sh -c '… exec curl'`) names the process better.
+    named_at_exec: Option<u64>,
+}
+
 /// Identities cached per pid with the monotonic time each was read, so that an exec notice
 /// handled after the new program's traffic (data is drained before process events) does not
 /// discard an identity read after that exec.
 pub struct Resolver {
-    entries: HashMap<u32, (ProcessInfo, u64)>,
+    entries: HashMap<u32, Entry>,
     /// Identities of processes whose exit was handled, with the monotonic time of the exit:
     /// a data record can still follow the exit notice (the data ring's reader stops at a record
     /// another CPU has reserved but not yet committed, so a process's last chunks may be read a
     /// drain after its exit), and by then `/proc` has nothing left to say about it.
-    departed: HashMap<u32, (ProcessInfo, u64, u64)>,
+    departed: HashMap<u32, (Entry, u64)>,
     users: Users,
     pods: Option<PodCache>,
+    cgroups: CgroupPaths,
 }
 
 /// How long a departed process's identity is kept for its late records.
@@ -80,46 +121,82 @@ const DEPARTED_NS: u64 = 5_000_000_000;
 
 impl Resolver {
     pub fn new(pods: Option<PodCache>) -> Resolver {
-        Resolver { entries: HashMap::new(), departed: HashMap::new(), users: Users::new(), pods }
+        Resolver::with_cgroups(pods, CgroupPaths::new())
+    }
+
+    pub fn with_cgroups(pods: Option<PodCache>, cgroups: CgroupPaths) -> Resolver {
+        Resolver { entries: HashMap::new(), departed: HashMap::new(), users: Users::new(), pods, cgroups }
     }
 
     pub fn pods(&self) -> Option<&PodCache> {
         self.pods.as_ref()
     }
 
-    /// Resolves `pid` if not known yet; `now_ns` is the monotonic time of the read.
-    pub fn observe(&mut self, pid: u32, now_ns: u64) {
+    /// Resolves `pid` if not known yet; `cgroup_id` is the one of the record that shows it
+    /// (0: not carried), `now_ns` the monotonic time of the read.
+    pub fn observe(&mut self, pid: u32, cgroup_id: u64, now_ns: u64) {
         if self.entries.contains_key(&pid) {
             return;
         }
         // A late record of a process that exited moments ago. A new process that reused the
         // pid is told apart by its exec notice (an identity read before an exec is replaced).
-        if let Some((info, read_ns, _)) =
-            self.departed.remove(&pid).filter(|(_, _, gone_ns)| now_ns.saturating_sub(*gone_ns) < DEPARTED_NS)
+        if let Some((entry, _)) =
+            self.departed.remove(&pid).filter(|(_, gone_ns)| now_ns.saturating_sub(*gone_ns) < DEPARTED_NS)
         {
-            self.entries.insert(pid, (info, read_ns));
+            self.entries.insert(pid, entry);
             return;
         }
-        let info = ProcessInfo::read(pid, &mut self.users);
-        self.entries.insert(pid, (info, now_ns));
+        let entry = self.read(pid, cgroup_id, now_ns);
+        self.entries.insert(pid, entry);
     }
 
-    pub fn workload(&mut self, pid: u32, now_ns: u64) -> Workload {
-        self.observe(pid, now_ns);
-        let info = &self.entries[&pid].0;
-        workload(pid, info, self.pods.as_ref())
+    /// `/proc` now; the cgroup by its id when `/proc` has no cgroup to tell (the process is
+    /// gone). Resolved at once: the cgroup itself may be gone by the time the call completes.
+    fn read(&mut self, pid: u32, cgroup_id: u64, now_ns: u64) -> Entry {
+        let mut info = ProcessInfo::read(pid, &mut self.users);
+        if info.cgroup.path.is_empty() {
+            if let Some(cgroup) = self.cgroups.info(cgroup_id, now_ns) {
+                info.cgroup = cgroup;
+            }
+        } else if cgroup_id != 0 && info.cgroup_v2.is_some() {
+            // What `/proc` said of this cgroup names the cgroup's later gone processes alike
+            // (a hybrid host's v1 paths included), once it is sure to be this id's cgroup (the
+            // process was not moved between its record and this read).
+            if self.cgroups.resolve(cgroup_id, now_ns) == info.cgroup_v2 {
+                self.cgroups.learn(cgroup_id, info.cgroup.clone(), now_ns);
+            }
+        }
+        Entry { info, read_ns: now_ns, cgroup_id, named_at_exec: None }
+    }
+
+    /// The workload behind a call made from cgroup `cgroup_id` (the id in its records).
+    pub fn workload(&mut self, pid: u32, cgroup_id: u64, now_ns: u64) -> Workload {
+        self.observe(pid, cgroup_id, now_ns);
+        let entry = &self.entries[&pid];
+        let moved = cgroup_id != 0 && entry.cgroup_id != 0 && entry.cgroup_id != cgroup_id;
+        if !moved && !entry.info.cgroup.path.is_empty() {
+            return workload(pid, &entry.info, self.pods.as_ref());
+        }
+        let mut info = entry.info.clone();
+        if let Some(cgroup) = self.cgroups.info(cgroup_id, now_ns) {
+            info.cgroup = cgroup;
+        }
+        workload(pid, &info, self.pods.as_ref())
     }
 
     /// `pid` exec'd a new program at `exec_ns`: an identity read before then is stale. The new
     /// one is read right away. A short-lived client can be gone already (the agent handles
     /// notices after the data they precede): then what the kernel saw at the exec names it.
     pub fn on_exec(&mut self, pid: u32, exec_ns: u64, now_ns: u64, seen: &ExecSeen) {
-        if self.entries.get(&pid).is_none_or(|(_, read_ns)| *read_ns < exec_ns) {
-            let info = ProcessInfo::read(pid, &mut self.users);
-            self.entries.insert(pid, (info, now_ns));
+        if self.entries.get(&pid).is_none_or(|e| e.read_ns < exec_ns) {
+            let entry = self.read(pid, seen.cgroup_id, now_ns);
+            self.entries.insert(pid, entry);
         }
-        if let Some((info, _)) = self.entries.get_mut(&pid) {
-            if info.comm.is_empty() && info.exe.is_empty() {
+        if let Some(Entry { info, named_at_exec, .. }) = self.entries.get_mut(&pid) {
+            // A zombie's /proc still has its comm but no exe any more.
+            let unnamed = info.comm.is_empty() || info.exe.is_empty();
+            if unnamed || named_at_exec.is_some_and(|t| t < exec_ns) {
+                *named_at_exec = Some(exec_ns);
                 info.comm = seen.comm.clone();
                 // The executed name may be a symlink; /proc/PID/exe would name its target.
                 info.exe = std::fs::canonicalize(&seen.filename)
@@ -133,10 +210,15 @@ impl Resolver {
 
     /// `pid` exited at `now_ns`: its identity is kept a few seconds for late records.
     pub fn remove(&mut self, pid: u32, now_ns: u64) {
-        self.departed.retain(|_, (_, _, gone_ns)| now_ns.saturating_sub(*gone_ns) < DEPARTED_NS);
-        if let Some((info, read_ns)) = self.entries.remove(&pid) {
-            self.departed.insert(pid, (info, read_ns, now_ns));
+        self.departed.retain(|_, (_, gone_ns)| now_ns.saturating_sub(*gone_ns) < DEPARTED_NS);
+        if let Some(entry) = self.entries.remove(&pid) {
+            self.departed.insert(pid, (entry, now_ns));
         }
+    }
+
+    /// Whether `pid` has an identity already (alive, or departed moments ago).
+    pub fn knows(&self, pid: u32) -> bool {
+        self.entries.contains_key(&pid) || self.departed.contains_key(&pid)
     }
 
     pub fn len(&self) -> usize {
@@ -149,55 +231,5 @@ impl Resolver {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_process_gone_before_its_exec_notice_is_named_by_what_the_kernel_saw() {
-        let mut cache = Resolver::new(None);
-        // No such pid: its /proc entry is gone, as for a client that exited already. Its data
-        // was parsed first (observe), so an empty identity is cached before the exec notice.
-        let gone = u32::MAX - 7;
-        cache.observe(gone, 50);
-        let seen = ExecSeen { comm: "curl".into(), filename: "/bin/sh".into(), uid: 0 };
-        cache.on_exec(gone, 40, 60, &seen);
-        let w = cache.workload(gone, 70);
-        assert_eq!(w.comm, "curl");
-        let sh = std::fs::canonicalize("/bin/sh").unwrap().display().to_string();
-        assert_eq!(w.exe, sh, "the executed file, its symlinks resolved as /proc/PID/exe would");
-        assert_eq!(w.uid, Some(0));
-    }
-
-    #[test]
-    fn identity_read_after_exec_survives_a_late_exec_notice() {
-        let me = std::process::id();
-        let mut cache = Resolver::new(None);
-        cache.observe(me, 200);
-        cache.entries.get_mut(&me).unwrap().0.comm = "marker".into();
-        cache.on_exec(me, 100, 300, &ExecSeen::default());
-        assert_eq!(cache.workload(me, 300).comm, "marker");
-        cache.on_exec(me, 250, 300, &ExecSeen::default());
-        let w = cache.workload(me, 300);
-        assert_ne!(w.comm, "marker");
-        assert!(!w.exe.is_empty());
-        assert_eq!(w.uid, Some(unsafe { libc::getuid() }));
-        assert!(!w.cgroup.path.is_empty(), "this process has a cgroup");
-        cache.remove(me, 400);
-        assert!(cache.is_empty());
-    }
-
-    #[test]
-    fn a_late_record_of_a_departed_process_keeps_its_identity() {
-        // No such pid: /proc says nothing, as for a process whose exit was already handled.
-        let gone = u32::MAX - 9;
-        let mut cache = Resolver::new(None);
-        let seen = ExecSeen { comm: "python".into(), filename: "/bin/sh".into(), uid: 0 };
-        cache.on_exec(gone, 10, 20, &seen);
-        cache.remove(gone, 1_000);
-        assert!(cache.is_empty());
-        assert_eq!(cache.workload(gone, 2_000).comm, "python", "a late chunk, read after the exit");
-        cache.remove(gone, 3_000);
-        // Long after: a new process with that pid is read afresh (here: nothing to read).
-        assert_eq!(cache.workload(gone, 3_000 + DEPARTED_NS).comm, "");
-    }
-}
+#[path = "resolver_tests.rs"]
+mod tests;
