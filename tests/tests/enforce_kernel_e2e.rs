@@ -153,6 +153,9 @@ fn gate_holds_a_write_until_a_pass() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(client.line(Duration::from_millis(10)), None, "a held client gets no answer");
     assert_eq!(server.entries().len(), 0, "nothing reached the upstream while held");
+    // The socket of a connection held at its very first write is known (SSL_set_fd).
+    let sock = w.capture.enforcement().socket_of(hold.id).expect("CONN_FDS names the socket");
+    assert_eq!(sock.peer, server_addr(&server));
     w.capture.enforcement().grant_pass(hold.id).expect("grant pass");
     actuate::resume(client.pid).expect("resume");
     let r = client.result(Duration::from_secs(30)).expect("an answer after the pass");
@@ -163,9 +166,7 @@ fn gate_holds_a_write_until_a_pass() {
     client.send("req");
     let again = held(&mut w, client.pid);
     assert_eq!(again.id, hold.id, "same keep-alive connection");
-    // The kernel learnt the connection's socket from its first write.
-    let sock = w.capture.enforcement().socket_of(hold.id).expect("CONN_FDS names the socket");
-    assert_eq!(sock.peer, server_addr(&server));
+    assert_eq!(w.capture.enforcement().socket_of(again.id), Some(sock));
     w.capture.enforcement().grant_pass(again.id).expect("grant pass");
     actuate::resume(client.pid).expect("resume");
     assert_eq!(client.result(Duration::from_secs(30)).expect("answer")["status"], 200);
@@ -236,6 +237,8 @@ fn gate_holds_curl_until_resumed() {
     let hold = held(&mut w, pid);
     assert_eq!(hold.library, TlsLibrary::OpenSsl);
     assert!(wait_state(pid, Some('T'), Duration::from_secs(5)), "held curl is stopped");
+    let sock = w.capture.enforcement().socket_of(hold.id).expect("curl's socket (SSL_set_fd)");
+    assert_eq!(sock.peer, server_addr(&server));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(server.entries().len(), 0, "nothing reached the upstream while held");
     w.capture.enforcement().grant_pass(hold.id).expect("pass");
