@@ -65,6 +65,10 @@ pub mod names {
     pub const AI_PEERS: &str = "AI_PEERS";
     /// The socket fd a TLS connection writes to (`ConnKey` → `u32` fd).
     pub const CONN_FDS: &str = "CONN_FDS";
+    pub const PROG_SSL_SET_FD: &str = "ssl_set_fd";
+    pub const PROG_SSL_HANDSHAKE_ENTER: &str = "ssl_handshake_enter";
+    pub const PROG_SSL_HANDSHAKE_RET: &str = "ssl_handshake_ret";
+    pub const PROG_GNUTLS_SET_FD: &str = "gnutls_set_fd";
     pub const PROG_CONNECT4: &str = "enforce_connect4";
     pub const PROG_CONNECT6: &str = "enforce_connect6";
 }

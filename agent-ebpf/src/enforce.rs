@@ -41,6 +41,12 @@ pub static AI_PEERS: HashMap<PeerKey, u8> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub static CONN_FDS: LruHashMap<ConnKey, u32> = LruHashMap::with_max_entries(16384, 0);
 
+/// Threads inside a TLS handshake (`SSL_do_handshake`/`SSL_connect`), by pid_tgid → connection:
+/// the handshake's writes name the socket of a session set up through a custom BIO (curl), which
+/// `SSL_set_fd` never saw, before its first request is written (and possibly held).
+#[map]
+pub static HANDSHAKING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
 const SIGSTOP: u32 = 19;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;

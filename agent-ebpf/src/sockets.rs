@@ -18,7 +18,7 @@ use tokentap_common::{counter, data_kind, direction, library, ConnKey, PeerEvent
 
 use crate::{
     emit::{emit_call, emit_call_avail, emit_close, ignored, meta_header},
-    enforce::{gate, note_fd, read_started},
+    enforce::{gate, note_fd, read_started, HANDSHAKING},
     maps::{bump, CallArgs, ACTIVE_CALLS, AGENT_TGID, CONN_STATE, DATA_EVENTS},
     tls_go::GO_WRITING,
 };
@@ -228,6 +228,10 @@ fn tls_socket(pid_tgid: u64, fd: u64) {
         return;
     }
     if let Some(conn) = unsafe { GO_WRITING.get(&pid_tgid) } {
+        note_fd(tgid, *conn, fd);
+        return;
+    }
+    if let Some(conn) = unsafe { HANDSHAKING.get(&pid_tgid) } {
         note_fd(tgid, *conn, fd);
     }
 }

@@ -18,6 +18,7 @@ use tokentap_common::{direction, library};
 use crate::{
     calls::{caller, close, remember, take},
     emit::emit_call,
+    enforce::note_fd,
     maps::CallArgs,
 };
 
@@ -61,4 +62,19 @@ pub fn gnutls_ret(ctx: RetProbeContext) -> u32 {
 #[uprobe]
 pub fn gnutls_close(ctx: ProbeContext) -> u32 {
     close(&ctx, library::GNUTLS)
+}
+
+/// `gnutls_transport_set_int2(session, recv_fd, send_fd)` (behind the `gnutls_transport_set_int`
+/// macro): the socket the session writes to, for `CONN_FDS`.
+#[uprobe]
+pub fn gnutls_set_fd(ctx: ProbeContext) -> u32 {
+    let Some(pid_tgid) = caller() else {
+        return 0;
+    };
+    let conn: u64 = ctx.arg(0).unwrap_or(0);
+    let fd: i32 = ctx.arg(2).unwrap_or(-1);
+    if conn != 0 && fd >= 0 {
+        note_fd((pid_tgid >> 32) as u32, conn, fd as u64);
+    }
+    0
 }

@@ -20,6 +20,7 @@ use tokentap_common::{counter, data_kind, direction, library, NameEvent};
 use crate::{
     calls::{caller, close, remember, take},
     emit::{emit_call, meta_header},
+    enforce::{note_fd, HANDSHAKING},
     maps::{bump, CallArgs, AGENT_TGID, DATA_EVENTS},
 };
 
@@ -139,5 +140,40 @@ pub fn ssl_ctrl(ctx: ProbeContext) -> u32 {
     // SAFETY: as above.
     unsafe { (*event).header = meta_header(data_kind::SERVER_NAME, conn, library::OPENSSL, len as u32) };
     entry.submit(0);
+    0
+}
+
+/// `SSL_set_fd(ssl, fd)` (Python's ssl module, curl): the connection's socket, known before its
+/// first write, so user space can name the socket of a request held at that very write.
+#[uprobe]
+pub fn ssl_set_fd(ctx: ProbeContext) -> u32 {
+    let Some(pid_tgid) = caller() else {
+        return 0;
+    };
+    let conn: u64 = ctx.arg(0).unwrap_or(0);
+    let fd: i32 = ctx.arg(1).unwrap_or(-1);
+    if conn != 0 && fd >= 0 {
+        note_fd((pid_tgid >> 32) as u32, conn, fd as u64);
+    }
+    0
+}
+
+/// `SSL_do_handshake(ssl)` / `SSL_connect(ssl)`: the thread's write syscalls until the return
+/// are the session's (`CONN_FDS`, see `HANDSHAKING`).
+#[uprobe]
+pub fn ssl_handshake_enter(ctx: ProbeContext) -> u32 {
+    let Some(pid_tgid) = caller() else {
+        return 0;
+    };
+    let conn: u64 = ctx.arg(0).unwrap_or(0);
+    if conn != 0 {
+        let _ = HANDSHAKING.insert(&pid_tgid, &conn, 0);
+    }
+    0
+}
+
+#[uretprobe]
+pub fn ssl_handshake_ret(_ctx: RetProbeContext) -> u32 {
+    let _ = HANDSHAKING.remove(&bpf_get_current_pid_tgid());
     0
 }

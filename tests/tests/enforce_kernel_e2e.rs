@@ -23,7 +23,7 @@ use tokentap_common::verdict;
 use tokentap_tests::{
     clients,
     enforce::{wait_state, DrivenClient},
-    env,
+    env, go,
     kube::Cgroup,
     require_bpf, LlmServer, ServerOpts,
 };
@@ -153,6 +153,9 @@ fn gate_holds_a_write_until_a_pass() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(client.line(Duration::from_millis(10)), None, "a held client gets no answer");
     assert_eq!(server.entries().len(), 0, "nothing reached the upstream while held");
+    // The socket of a connection held at its very first write is known (SSL_set_fd).
+    let sock = w.capture.enforcement().socket_of(hold.id).expect("CONN_FDS names the socket");
+    assert_eq!(sock.peer, server_addr(&server));
     w.capture.enforcement().grant_pass(hold.id).expect("grant pass");
     actuate::resume(client.pid).expect("resume");
     let r = client.result(Duration::from_secs(30)).expect("an answer after the pass");
@@ -163,9 +166,7 @@ fn gate_holds_a_write_until_a_pass() {
     client.send("req");
     let again = held(&mut w, client.pid);
     assert_eq!(again.id, hold.id, "same keep-alive connection");
-    // The kernel learnt the connection's socket from its first write.
-    let sock = w.capture.enforcement().socket_of(hold.id).expect("CONN_FDS names the socket");
-    assert_eq!(sock.peer, server_addr(&server));
+    assert_eq!(w.capture.enforcement().socket_of(again.id), Some(sock));
     w.capture.enforcement().grant_pass(again.id).expect("grant pass");
     actuate::resume(client.pid).expect("resume");
     assert_eq!(client.result(Duration::from_secs(30)).expect("answer")["status"], 200);
@@ -236,12 +237,67 @@ fn gate_holds_curl_until_resumed() {
     let hold = held(&mut w, pid);
     assert_eq!(hold.library, TlsLibrary::OpenSsl);
     assert!(wait_state(pid, Some('T'), Duration::from_secs(5)), "held curl is stopped");
+    let sock = w.capture.enforcement().socket_of(hold.id).expect("curl's socket (SSL_set_fd)");
+    assert_eq!(sock.peer, server_addr(&server));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(server.entries().len(), 0, "nothing reached the upstream while held");
     w.capture.enforcement().grant_pass(hold.id).expect("pass");
     actuate::resume(pid).expect("resume");
     let out = child.wait_with_output().expect("curl finishes");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert_eq!(server.entries().len(), 1);
+    cg.clear(&mut w);
+}
+
+/// (a'') Go `crypto/tls`: the hold at `(*Conn).Write`, for a statically linked client.
+#[test]
+fn gate_holds_a_go_client() {
+    if !require_bpf() {
+        return;
+    }
+    let bin = go::client(go::Build::Default);
+    let mut w = world();
+    let server = LlmServer::start(ServerOpts::default());
+    let cg = Enforced::new("gate-go");
+    let prompt = server.dir.join("prompt.txt");
+    std::fs::write(&prompt, "Say hello to the Go enforcement test.").expect("prompt");
+    let prefix = cg.cgroup.prefix();
+    let mut cmd = std::process::Command::new(&prefix[0]);
+    cmd.args(&prefix[1..])
+        .arg(&bin)
+        .args(["-base-url", &server.openai_base_url(), "-api-key", "sk-enforce-not-a-real-key", "-scenario", "chat"])
+        .arg("-ca")
+        .arg(&tokentap_tests::certs().ca)
+        .arg("-prompt-file")
+        .arg(&prompt)
+        .arg("-wait-stdin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    env::no_proxy(&mut cmd);
+    env::set_pdeathsig(&mut cmd, libc::SIGKILL);
+    let mut child = cmd.spawn().expect("spawn the Go client");
+    let pid = child.id();
+    let mut identity = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut identity)
+        .expect("identity line");
+    // What the agent does at the client's exec: inspect the executable, probe crypto/tls.
+    let mut discovery = Discovery::new();
+    discovery.consider_executable(&mut w.capture, pid);
+    drain(&mut w);
+    cg.set(&mut w, Mode::Gate);
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, b"go\n").expect("release the client");
+    drop(stdin);
+    let hold = held(&mut w, pid);
+    assert_eq!(hold.library, TlsLibrary::Go);
+    assert!(wait_state(pid, Some('T'), Duration::from_secs(5)), "held Go client is stopped");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.entries().len(), 0, "nothing reached the upstream while held");
+    w.capture.enforcement().grant_pass(hold.id).expect("pass");
+    actuate::resume(pid).expect("resume");
+    let status = child.wait().expect("the Go client finishes");
+    assert!(status.success(), "{status:?}");
     assert_eq!(server.entries().len(), 1);
     cg.clear(&mut w);
 }

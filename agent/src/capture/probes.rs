@@ -28,6 +28,12 @@ pub const OPENSSL: &[ProbeSpec] = &[
     probe("SSL_free", names::PROG_SSL_CLOSE, false),
     // SNI: `SSL_set_tlsext_host_name` is a macro over `SSL_ctrl` (endpoint identity).
     probe("SSL_ctrl", names::PROG_SSL_CTRL, false),
+    // The socket of a session, for enforcement (CONN_FDS) before its first write.
+    probe("SSL_set_fd", names::PROG_SSL_SET_FD, false),
+    probe("SSL_do_handshake", names::PROG_SSL_HANDSHAKE_ENTER, false),
+    probe("SSL_do_handshake", names::PROG_SSL_HANDSHAKE_RET, false),
+    probe("SSL_connect", names::PROG_SSL_HANDSHAKE_ENTER, false),
+    probe("SSL_connect", names::PROG_SSL_HANDSHAKE_RET, false),
 ];
 
 /// GnuTLS 3.x (`libgnutls.so.30`). `gnutls_record_send` and `gnutls_record_recv` return the
@@ -39,6 +45,7 @@ pub const GNUTLS: &[ProbeSpec] = &[
     probe("gnutls_record_recv", names::PROG_GNUTLS_RET, true),
     probe("gnutls_bye", names::PROG_GNUTLS_CLOSE, false),
     probe("gnutls_deinit", names::PROG_GNUTLS_CLOSE, false),
+    probe("gnutls_transport_set_int2", names::PROG_GNUTLS_SET_FD, false),
 ];
 
 /// `(category, name, program)` of every tracepoint.
