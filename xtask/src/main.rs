@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's build tool. `setup` bootstraps the eBPF toolchain
 //! idempotently; `build`, `run` and `test` call it first, so a fresh machine needs nothing else.
 mod bench;
+mod bench_enforce;
 mod setup;
 mod testenv;
 
