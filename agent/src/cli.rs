@@ -115,6 +115,11 @@ pub struct TopArgs {
     /// Print one plain-text snapshot of every view and exit (for scripts; no terminal needed).
     #[arg(long)]
     pub once: bool,
+    /// The enforcing agent's quota status file, for the quota bars. Default: the
+    /// `[enforcement] status_file` of `--config`, else /run/tokentap/quota.json (bars are shown
+    /// when that file exists).
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
 }
 
 /// `tokentap quota ...`.
