@@ -1,6 +1,10 @@
 //! Parsing-pipeline benchmark: synthetic capture chunks through `streams::Tracker` and
 //! `usage::build`, the path every captured TLS call takes in the agent (no kernel, no root).
 //!
+//! Each scenario also runs with the enforcement call hooks on (`+hooks`: the request's input
+//! tokens counted when it is whole, a streamed response's output counted as it arrives), to show
+//! what enforcement adds to the path.
+//!
 //! Run by `cargo xtask bench` (release build). Prints a Markdown table on stdout and progress on
 //! stderr; never a byte of the synthetic payloads. Scenarios are interleaved (a, b, c, a, b, c,
 //! …) so that the machine's noise spreads over all of them; each reported figure is the median
@@ -38,7 +42,7 @@ struct Expect {
 }
 
 struct Scenario {
-    name: &'static str,
+    name: String,
     what: &'static str,
     calls: Vec<Call>,
     expect: Expect,
@@ -56,7 +60,7 @@ struct Scenario {
 impl Scenario {
     fn new(name: &'static str, what: &'static str, calls: Vec<Call>, expect: Expect, conn: u64) -> Self {
         Scenario {
-            name,
+            name: name.to_string(),
             what,
             calls,
             expect,
@@ -73,6 +77,25 @@ impl Scenario {
             build_ns: Vec::new(),
             total_ns: Vec::new(),
         }
+    }
+
+    /// The same scenario with the enforcement call hooks on.
+    fn with_hooks(self) -> Self {
+        Scenario {
+            name: format!("{}+hooks", self.name),
+            tracker: Tracker::new(TrackerConfig {
+                call_cap: CALL_CAP,
+                body_cap: BODY_CAP,
+                extra_ai_hosts: vec![],
+                call_hooks: true,
+            }),
+            conn: self.conn + 100,
+            ..self
+        }
+    }
+
+    fn hooks(&self) -> bool {
+        self.name.ends_with("+hooks")
     }
 
     fn bytes_per_exchange(&self) -> usize {
@@ -114,6 +137,11 @@ impl Scenario {
         // Checked outside the timed sections; a wrong pipeline must not produce a number.
         assert!(out.failures.is_empty(), "{}: parse failures {:?}", self.name, out.failures);
         assert_eq!(records.len(), 1, "{}: expected one exchange per call", self.name);
+        let starts = if self.hooks() { 1 } else { 0 };
+        assert_eq!(out.requests.len(), starts, "{}: request starts", self.name);
+        if self.hooks() && self.expect.streaming {
+            assert!(!out.progress.is_empty(), "{}: no stream progress", self.name);
+        }
         match &records[0] {
             Ok(r) => {
                 let e = &self.expect;
@@ -335,11 +363,20 @@ fn main() {
     let who = Attributed { workload: &workload, attribution: &attribution, node: None };
     let clock = Clock::new();
 
-    let mut scenarios = vec![plain_chat(), streaming_chat(200), large_request(1 << 20)];
+    let mut scenarios = vec![
+        plain_chat(),
+        streaming_chat(200),
+        large_request(1 << 20),
+        plain_chat().with_hooks(),
+        streaming_chat(200).with_hooks(),
+        large_request(1 << 20).with_hooks(),
+    ];
 
     // Warm up (caches, allocator, the connection's parser state) and calibrate: enough
     // exchanges per repetition that one repetition takes about `rep_ms`.
     for s in &mut scenarios {
+        // Untimed: the first exchange builds what is built once (a tokenizer, with the hooks).
+        s.exchange(&who, &clock);
         let started = Instant::now();
         let mut n = 0u32;
         while n < 3 || started.elapsed() < Duration::from_millis(rep_ms / 2) {

@@ -309,6 +309,7 @@ impl Agent {
         self.discovery.on_exit(tgid);
         self.enforce_exit(tgid);
         self.identity.remove(tgid, now);
+        self.capture.enforcement().forget_process(tgid);
     }
 
     /// Handles exec and library notices; queues exits (read at `now`).

@@ -27,6 +27,9 @@ pub enum Command {
         /// The entitlement policy file, instead of `[enforcement] policy_file` (enforcement on).
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// Where the quota status is written, instead of `[enforcement] status_file`.
+        #[arg(long, value_name = "PATH")]
+        status_file: Option<PathBuf>,
     },
     /// Showback reports and invoices from usage ledgers or a Prometheus-compatible backend.
     Report(ReportArgs),
@@ -112,6 +115,11 @@ pub struct TopArgs {
     /// Print one plain-text snapshot of every view and exit (for scripts; no terminal needed).
     #[arg(long)]
     pub once: bool,
+    /// The enforcing agent's quota status file, for the quota bars. Default: the
+    /// `[enforcement] status_file` of `--config`, else /run/tokentap/quota.json (bars are shown
+    /// when that file exists).
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
 }
 
 /// `tokentap quota ...`.

@@ -31,8 +31,18 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
+/// The policy file, if the config names one: refused with its file:line:key.
+fn load_policy(config: &Config) -> Result<Option<crate::enforce::policy::Policy>, ExitCode> {
+    let Some(file) = &config.enforcement.policy_file else { return Ok(None) };
+    crate::enforce::policy::Policy::load(file).map(Some).map_err(|e| {
+        eprintln!("tokentap: {e}");
+        ExitCode::from(2)
+    })
+}
+
 pub fn check_config(file: &Path) -> ExitCode {
-    let result = load_config(Some(file)).and_then(|c| load_mapping(&c).map(|m| (c, m)));
+    let result =
+        load_config(Some(file)).and_then(|c| load_policy(&c).map(|_| c)).and_then(|c| load_mapping(&c).map(|m| (c, m)));
     match result {
         Ok((config, mapping)) => {
             match &config.attribution.mapping_file {
@@ -45,7 +55,17 @@ pub fn check_config(file: &Path) -> ExitCode {
     }
 }
 
-pub fn run(config: Option<&Path>, usage_log: Option<&Path>, ledger: Option<&Path>, policy: Option<&Path>) -> ExitCode {
+/// `tokentap run`'s options that override the configuration file.
+pub struct RunArgs<'a> {
+    pub config: Option<&'a Path>,
+    pub usage_log: Option<&'a Path>,
+    pub ledger: Option<&'a Path>,
+    pub policy: Option<&'a Path>,
+    pub status_file: Option<&'a Path>,
+}
+
+pub fn run(args: &RunArgs<'_>) -> ExitCode {
+    let RunArgs { config, usage_log, ledger, policy, status_file } = *args;
     let mut config = match load_config(config) {
         Ok(c) => c,
         Err(code) => return code,
@@ -63,6 +83,13 @@ pub fn run(config: Option<&Path>, usage_log: Option<&Path>, ledger: Option<&Path
     }
     if let Some(path) = policy {
         config.enforcement.policy_file = Some(path.to_path_buf());
+    }
+    if let Some(path) = status_file {
+        if path.as_os_str().is_empty() {
+            eprintln!("tokentap: --status-file: the path must not be empty");
+            return ExitCode::from(2);
+        }
+        config.enforcement.status_file = path.to_path_buf();
     }
     let runtime = match runtime() {
         Ok(r) => r,

@@ -56,6 +56,13 @@ impl Stats {
             let by: Vec<String> = self.parse_failures.iter().map(|(r, n)| format!("{r}:{n}")).collect();
             s.push_str(&format!(" ({})", by.join(",")));
         }
+        let k = &self.kernel;
+        if k.held + k.signalled + k.connect_denied + k.enforce_failed > 0 {
+            s.push_str(&format!(
+                " held={} signalled={} connects_denied={} enforce_failed={}",
+                k.held, k.signalled, k.connect_denied, k.enforce_failed
+            ));
+        }
         let seen = self.completeness.line();
         if !seen.is_empty() {
             s.push_str(&format!(" capture[{seen}]"));

@@ -48,11 +48,13 @@ pub struct Calls {
     pub stream: bool,
     pub max_tokens: Option<u64>,
     pub gap_ms: u64,
+    /// Streams R times as long (the upstream's `x-test-stream-repeat`).
+    pub stream_repeat: Option<u32>,
 }
 
 impl Calls {
     pub fn sequential(calls: usize) -> Calls {
-        Calls { calls, threads: 1, stream: false, max_tokens: None, gap_ms: 0 }
+        Calls { calls, threads: 1, stream: false, max_tokens: None, gap_ms: 0, stream_repeat: None }
     }
 }
 
@@ -120,6 +122,10 @@ impl QuotaWorld {
         if c.stream {
             args.push("--stream".into());
         }
+        if let Some(r) = c.stream_repeat {
+            args.push("--stream-repeat".into());
+            args.push(r.to_string().into());
+        }
         if let Some(m) = c.max_tokens {
             args.push("--max-tokens".into());
             args.push(m.to_string().into());
@@ -180,11 +186,84 @@ impl QuotaWorld {
             .collect()
     }
 
+    /// Calls from `team` until the agent has counted one: the team is a known target from
+    /// then on. The agent meters the whole host and other tests' bursts can make it lag or
+    /// lose events, so this retries. Returns the point the test's calls start from: how many
+    /// of the team's requests the upstream has, and what the agent counted of them.
+    pub fn warm_up(&self, team: &str, entitlement: &str) -> Baseline {
+        for _ in 0..5 {
+            let r = self.run(team, &Calls::sequential(1));
+            assert_eq!(r.ok(), 1, "warm-up call: {:?}", r.calls);
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while Instant::now() < deadline {
+                if let Some(e) = self.status_now(entitlement).filter(|e| e["used"].as_f64().unwrap_or(0.0) > 0.0) {
+                    std::thread::sleep(Duration::from_millis(500));
+                    let used = self.status_now(entitlement).unwrap_or(e)["used"].as_f64().unwrap_or(0.0) as u64;
+                    return Baseline { upstream: self.upstream(team).len(), used };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        panic!("the agent never counted a warm-up call of {team}");
+    }
+
+    /// The status of `entitlement` now, if the file names it.
+    pub fn status_now(&self, entitlement: &str) -> Option<Value> {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&self.status).ok()?).ok()?;
+        v["entitlements"].as_array()?.iter().find(|e| e["name"] == entitlement).cloned()
+    }
+
+    /// Warm-up, then sequential calls until the budget of `limit` tokens is exhausted: asserts
+    /// that not one request reached the upstream after the exhausting call (counted from what
+    /// the agent had metered at the warm-up), and that the client saw the rest fail. Returns
+    /// the team's upstream entries.
+    pub fn exhaust(&self, team: &str, entitlement: &str, limit: u64, calls: usize) -> Vec<ServerEntry> {
+        let base = self.warm_up(team, entitlement);
+        let r = self.run(team, &Calls::sequential(calls));
+        let up = self.upstream(team);
+        let k =
+            base.exhausting_call(&up, limit).unwrap_or_else(|| panic!("{calls} calls did not exhaust {limit} tokens"));
+        assert_eq!(up.len() - base.upstream, k, "zero requests after the exhausting call (call {k}): {:?}", r.calls);
+        assert_eq!(r.ok(), k, "the calls after it failed: {:?}", r.calls);
+        self.status_until(entitlement, &|e| e["state"] == "exhausted", Duration::from_secs(120));
+        up
+    }
+
     /// Replaces the policy file (the agent re-reads it on its next tick).
     pub fn write_policy(&self, text: &str) {
         let tmp = self.dir.join("policy.toml.new");
         std::fs::write(&tmp, text).expect("write policy");
         std::fs::rename(&tmp, &self.policy).expect("replace policy");
+    }
+}
+
+/// Where a test's calls start: the team's upstream requests so far, and what the agent counted.
+#[derive(Debug, Clone, Copy)]
+pub struct Baseline {
+    pub upstream: usize,
+    pub used: u64,
+}
+
+impl Baseline {
+    /// The 1-based index, among the calls after the baseline, of the call whose usage made the
+    /// agent's running total reach `limit`.
+    pub fn exhausting_call(&self, entries: &[ServerEntry], limit: u64) -> Option<usize> {
+        let mut sum = self.used;
+        if sum >= limit {
+            return Some(0);
+        }
+        for (i, e) in entries.iter().skip(self.upstream).enumerate() {
+            sum += total_tokens(e);
+            if sum >= limit {
+                return Some(i + 1);
+            }
+        }
+        None
+    }
+
+    /// What the agent should have counted once every call after the baseline settled.
+    pub fn used_after(&self, entries: &[ServerEntry]) -> u64 {
+        self.used + entries.iter().skip(self.upstream).map(total_tokens).sum::<u64>()
     }
 }
 

@@ -12,7 +12,7 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use tokentap::{
-    capture::{probes, Capture, Hold, LoadOptions, ProcRecord},
+    capture::{probes, Capture, Hold, LoadOptions, ProcRecord, TlsLibrary},
     discovery::Discovery,
     enforce::{
         actuate::{self, destroy_connections, ActError, Owner},
@@ -21,6 +21,7 @@ use tokentap::{
 };
 use tokentap_common::verdict;
 use tokentap_tests::{
+    clients,
     enforce::{wait_state, DrivenClient},
     env,
     kube::Cgroup,
@@ -46,7 +47,7 @@ fn world() -> MutexGuard<'static, World> {
         let mut discovery = Discovery::new();
         discovery.scan_standard_dirs(&mut capture);
         let libssl = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
-        if !discovery.attached.iter().any(|a| a.path.ends_with("libssl.so.3")) {
+        if !discovery.attached.iter().any(|a| a.library == TlsLibrary::OpenSsl) {
             capture.attach_library(libssl, probes::OPENSSL).expect("probe libssl");
         }
         Mutex::new(World { capture, proc: rings.proc })
@@ -173,6 +174,78 @@ fn gate_holds_a_write_until_a_pass() {
     cg.clear(&mut w);
 }
 
+/// A process entry wins over its cgroup's: FREE exempts one process of a held cgroup, and a
+/// process-level GATE holds a process whose cgroup has no verdict.
+#[test]
+fn process_verdict_overrides_its_cgroup() {
+    if !require_bpf() {
+        return;
+    }
+    let mut w = world();
+    let server = LlmServer::start(ServerOpts::default());
+    let cg = Enforced::new("proc-free");
+    let mut client = DrivenClient::start(&server, &cg.cgroup.prefix());
+    drain(&mut w);
+    cg.set(&mut w, Mode::Gate);
+    let me = Target::Process(client.pid);
+    w.capture.enforcement().set(me, Mode::Free).expect("set");
+    assert_eq!(client.request()["status"], 200, "an exempt process is not held");
+    assert!(next_notice(&mut w, client.pid, Duration::from_millis(200)).is_none());
+    cg.clear(&mut w);
+    w.capture.enforcement().set(me, Mode::Gate).expect("set");
+    client.send("req");
+    let hold = held(&mut w, client.pid);
+    w.capture.enforcement().grant_pass(hold.id).expect("pass");
+    actuate::resume(client.pid).expect("resume");
+    assert_eq!(client.result(Duration::from_secs(30)).expect("answer")["status"], 200);
+    w.capture.enforcement().forget_process(client.pid);
+    assert_eq!(w.capture.enforcement().get(me), None);
+    assert_eq!(server.entries().len(), 2);
+}
+
+/// (a') The same hold for curl (libcurl's `SSL_write`), a one-shot client run to completion.
+#[test]
+fn gate_holds_curl_until_resumed() {
+    if !require_bpf() {
+        return;
+    }
+    let mut w = world();
+    let server = LlmServer::start(ServerOpts::default());
+    let cg = Enforced::new("gate-curl");
+    drain(&mut w);
+    cg.set(&mut w, Mode::Gate);
+    let body = server.dir.join("body.json");
+    std::fs::write(&body, br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":8}"#)
+        .expect("write body");
+    let prefix = cg.cgroup.prefix();
+    let mut curl = std::process::Command::new(&prefix[0]);
+    curl.args(&prefix[1..])
+        .arg(clients::curl_path())
+        .args(["--http1.1", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&tokentap_tests::certs().ca)
+        .args(["-H", "Authorization: Bearer sk-enforce-not-a-real-key", "-H", "Content-Type: application/json"])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!("{}/v1/chat/completions", server.origin()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    env::no_proxy(&mut curl);
+    env::set_pdeathsig(&mut curl, libc::SIGKILL);
+    let child = curl.spawn().expect("spawn curl");
+    let pid = child.id();
+    let hold = held(&mut w, pid);
+    assert_eq!(hold.library, TlsLibrary::OpenSsl);
+    assert!(wait_state(pid, Some('T'), Duration::from_secs(5)), "held curl is stopped");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.entries().len(), 0, "nothing reached the upstream while held");
+    w.capture.enforcement().grant_pass(hold.id).expect("pass");
+    actuate::resume(pid).expect("resume");
+    let out = child.wait_with_output().expect("curl finishes");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert_eq!(server.entries().len(), 1);
+    cg.clear(&mut w);
+}
+
 /// (b) DENY: new AI connections refused for the denied cgroup only; an idle keep-alive
 /// connection destroyed, so the client's next request fails and the upstream sees nothing.
 #[test]
@@ -208,10 +281,12 @@ fn deny_refuses_connects_and_destroys_keepalive() {
             || r["error"].as_str().is_some_and(|e| e.contains("Abort") || e.contains("Broken") || e.contains("SSL")),
         "a connection error, got {r}"
     );
-    let _ = hold;
+    assert_eq!(hold.id.tgid, a.pid);
+    eprintln!("denied client saw: {} errno {}", r["error"], r["errno"]);
     // A new connection is refused outright (connect4: EPERM), without any hold.
     let r = a.request();
     assert_eq!(r["errno"], libc::EPERM, "{r}");
+    eprintln!("denied client's new connection: {} errno {}", r["error"], r["errno"]);
     assert!(w.capture.counters().connect_denied >= 1);
     // The other cgroup is untouched, on its old connection and on a new one.
     assert_eq!(b.request()["status"], 200);
@@ -222,6 +297,35 @@ fn deny_refuses_connects_and_destroys_keepalive() {
     assert_eq!(a.state().map(|s| s != 'T'), Some(true), "the denied client survives, running");
     w.capture.enforcement().remove_ai_peer(server_addr(&server));
     denied.clear(&mut w);
+}
+
+/// (b') DENY decided at the hold: the held write's connection is destroyed while the process is
+/// stopped, and the write fails once it is resumed; the request never arrives.
+#[test]
+fn deny_at_the_hold_fails_the_pending_write() {
+    if !require_bpf() {
+        return;
+    }
+    let mut w = world();
+    let server = LlmServer::start(ServerOpts::default());
+    let cg = Enforced::new("deny-held");
+    let mut client = DrivenClient::start(&server, &cg.cgroup.prefix());
+    assert_eq!(client.request()["status"], 200);
+    drain(&mut w);
+    cg.set(&mut w, Mode::Deny);
+    client.send("req");
+    let hold = held(&mut w, client.pid);
+    assert!(wait_state(client.pid, Some('T'), Duration::from_secs(5)));
+    let sock = w.capture.enforcement().socket_of(hold.id).expect("the held connection's socket");
+    let n = destroy_connections(Owner::Process(client.pid), |peer| peer == sock.peer).expect("destroy");
+    assert_eq!(n, 1);
+    actuate::resume(client.pid).expect("resume");
+    let r = client.result(Duration::from_secs(30)).expect("answer");
+    assert_eq!(r["ok"], false, "{r}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.entries().len(), 1, "the denied request never arrived");
+    assert_eq!(client.state().map(|s| s != 'T'), Some(true), "the client survives, running");
+    cg.clear(&mut w);
 }
 
 /// (c) SIGNAL on a tracked connection: the signal is sent from the write probe, and the
@@ -249,7 +353,7 @@ fn signal_kills_before_the_request_leaves() {
     client.send("req");
     match next_notice(&mut w, client.pid, Duration::from_secs(20)) {
         Some(ProcRecord::Acted(a)) => assert_eq!((a.signal, a.failed), (libc::SIGTERM, false)),
-        other => panic!("expected ACTED, got {other:?}"),
+        other => panic!("expected ACTED, got {other:?} (first hold {hold:?})"),
     }
     let status = client.wait_exit(Duration::from_secs(10)).expect("client killed");
     use std::os::unix::process::ExitStatusExt;

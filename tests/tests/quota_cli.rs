@@ -24,7 +24,7 @@ fn entitlement(name: &str, scope: &str, unit: &str, limit: f64, used: f64, reser
         "unit": unit, "limit": limit, "used": used, "reserved": reserved,
         "remaining": (limit - used - reserved).max(0.0),
         "window_start": "2026-11-28T00:00:00Z", "window_end": "2026-11-29T00:00:00Z",
-        "state": state, "action": "deny", "actions_taken": 3, "warnings": 1,
+        "state": state, "action": "deny", "actions_taken": 3, "warnings": 1, "overrun": (used - limit).max(0.0),
     })
 }
 

@@ -374,3 +374,69 @@ fn top_refuses_a_pipe_and_bad_ledgers_by_name() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--window"));
 }
+
+/// A status file as the enforcing agent writes it, `age_s` seconds old.
+fn write_quota_status(path: &std::path::Path, age_s: i64) {
+    let written = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(age_s);
+    let e = |name: &str, used: f64, reserved: f64, state: &str| {
+        serde_json::json!({
+            "name": name, "scope": "local", "limit_kind": "total_tokens", "unit": "tokens",
+            "limit": 2000.0, "used": used, "reserved": reserved, "remaining": (2000.0 - used - reserved).max(0.0),
+            "window_start": "2026-11-28T00:00:00Z", "window_end": "2026-11-29T00:00:00Z",
+            "state": state, "action": "deny", "actions_taken": 0, "warnings": 0,
+        })
+    };
+    let status = serde_json::json!({
+        "written_at": written.to_string(), "host": "top-host",
+        "entitlements": [e("quota-blue", 500.0, 100.0, "ok"), e("quota-red", 2100.0, 0.0, "exhausted")],
+    });
+    std::fs::write(path, serde_json::to_vec(&status).unwrap()).unwrap();
+}
+
+#[test]
+fn once_shows_quota_bars_from_the_status_file() {
+    if !require_bpf() {
+        return;
+    }
+    let _ = world();
+    let ledger = ledger();
+    let dir = env::temp_subdir("top-quota");
+    let status = dir.join("quota.json");
+    write_quota_status(&status, 0);
+    let once = |extra: &[&std::ffi::OsStr]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--once".as_ref()];
+        args.extend_from_slice(extra);
+        let out = top_cmd(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = once(&["--ledger".as_ref(), ledger.as_os_str(), "--status-file".as_ref(), status.as_os_str()]);
+    let quotas: Vec<&str> = text.lines().skip_while(|l| *l != "== Quotas ==").collect();
+    assert!(quotas.len() >= 4, "no quota section:\n{text}");
+    assert!(quotas[1].starts_with("QUOTAS  (status of top-host at "), "{text}");
+    // 500 of 2000 used (5 cells of 20) and 100 reserved (1 cell).
+    assert_eq!(quotas[2], "quota-blue  [#####+--------------]  25%  500/2000 tokens  ok", "{text}");
+    assert_eq!(quotas[3], "quota-red   [####################] 105%  2100/2000 tokens  exhausted", "{text}");
+
+    // The config names both the ledger and the status file.
+    let config = dir.join("tokentap.toml");
+    let toml = format!(
+        "[ledger]\npath = {:?}\n\n[enforcement]\nstatus_file = {:?}\n",
+        ledger.to_str().unwrap(),
+        status.to_str().unwrap()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let text = once(&["--config".as_ref(), config.as_os_str()]);
+    assert!(text.lines().any(|l| l.starts_with("quota-red") && l.ends_with("exhausted")), "{text}");
+
+    // A stale file says the agent seems stopped, and top still shows its tables.
+    write_quota_status(&status, 120);
+    let text = once(&["--ledger".as_ref(), ledger.as_os_str(), "--status-file".as_ref(), status.as_os_str()]);
+    assert!(text.contains("== Team ==") && text.contains("seems stopped"), "{text}");
+    // A file named on the command line but missing is said; one from the config is no section.
+    std::fs::remove_file(&status).unwrap();
+    let text = once(&["--ledger".as_ref(), ledger.as_os_str(), "--status-file".as_ref(), status.as_os_str()]);
+    assert!(text.contains("does not exist") && text.contains(status.to_str().unwrap()), "{text}");
+    let text = once(&["--config".as_ref(), config.as_os_str()]);
+    assert!(!text.contains("== Quotas =="), "{text}");
+}

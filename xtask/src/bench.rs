@@ -60,8 +60,20 @@ pub fn bench(opts: Options) -> Result<()> {
     // `cargo xtask build --release`) and the pipeline benchmark, which links the same library.
     setup::ensure()?;
     let mut cmd = crate::cargo();
-    cmd.args(["build", "--release", "--package", "tokentap", "--bin", "tokentap", "--example", "pipeline_bench"]);
-    cmd.args(["--example", "cluster_bench"]);
+    cmd.args([
+        "build",
+        "--release",
+        "--package",
+        "tokentap",
+        "--bin",
+        "tokentap",
+        "--example",
+        "pipeline_bench",
+        "--example",
+        "enforce_latency",
+        "--example",
+        "cluster_bench",
+    ]);
     run(&mut cmd)?;
     let release = target_dir().join("release");
     let out_dir = target_dir().join("bench");
@@ -103,6 +115,21 @@ pub fn bench(opts: Options) -> Result<()> {
             report.push_str(&line);
             report.push('\n');
         }
+    }
+
+    report.push_str("\n## Enforcement decision latency\n\n");
+    let latency = if opts.no_capture {
+        Err("--no-capture given".to_string())
+    } else {
+        capture_preconditions().and_then(|()| {
+            let example = release.join("examples/enforce_latency");
+            crate::bench_enforce::decision_latency(&example, &out_dir.join("enforce"), opts.reps.max(5))
+                .map_err(|e| format!("{e:#}"))
+        })
+    };
+    match latency {
+        Ok(text) => report.push_str(&text),
+        Err(why) => report.push_str(&format!("SKIPPED enforcement decision latency: {why}\n")),
     }
 
     let path = out_dir.join("results.md");
@@ -172,7 +199,7 @@ fn capture_preconditions() -> Result<(), String> {
 }
 
 /// A child process this benchmark started; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
 }
 
@@ -181,7 +208,7 @@ impl Proc {
         self.child.id()
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
@@ -205,14 +232,14 @@ impl Drop for Proc {
 }
 
 /// The CA + leaf the end-to-end tests use, from the same fixture script.
-fn make_certs(dir: &Path) -> Result<()> {
+pub(crate) fn make_certs(dir: &Path) -> Result<()> {
     let script = workspace_root().join("tests/fixtures/make_certs.sh");
     output(Command::new("sh").arg(script).arg(dir).arg("2"))?;
     Ok(())
 }
 
 /// The fixture server (tests/fixtures/llm_server.py); prints its port first.
-fn start_server(dir: &Path) -> Result<(Proc, u16)> {
+pub(crate) fn start_server(dir: &Path) -> Result<(Proc, u16)> {
     let script = workspace_root().join("tests/fixtures/llm_server.py");
     let mut child = Command::new("python3")
         .arg(script)

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's build tool. `setup` bootstraps the eBPF toolchain
 //! idempotently; `build`, `run` and `test` call it first, so a fresh machine needs nothing else.
 mod bench;
+mod bench_enforce;
 mod setup;
 mod testenv;
 
@@ -113,6 +114,16 @@ fn main() -> Result<()> {
                     || a.starts_with("--config=")
             }) {
                 cmd.arg("--ledger").arg(workspace_root().join("target").join("ledger.db"));
+            }
+            // Likewise the quota status (with `--policy`): /run/tokentap needs root's setup.
+            if !args.iter().any(|a| {
+                a == "--status-file"
+                    || a.starts_with("--status-file=")
+                    || a == "--config"
+                    || a == "-c"
+                    || a.starts_with("--config=")
+            }) {
+                cmd.arg("--status-file").arg(workspace_root().join("target").join("quota.json"));
             }
             cmd.args(args);
             run(&mut cmd)

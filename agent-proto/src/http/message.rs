@@ -256,10 +256,11 @@ impl MessageParser {
         message
     }
 
-    /// The (de-chunked, at most `body_cap`) body of the message being read, so far: lets a
-    /// caller follow a streaming response as it arrives. `None` between messages.
-    pub fn body_so_far(&self) -> Option<&[u8]> {
-        self.current.as_ref().map(|c| c.body.as_slice())
+    /// The (de-chunked, at most `body_cap`) body of the message being read so far, and the
+    /// whole length seen (bytes past the cap and lost in gaps included): lets a caller follow a
+    /// streaming response as it arrives. `None` between messages.
+    pub fn body_so_far(&self) -> Option<(&[u8], u64)> {
+        self.current.as_ref().map(|c| (c.body.as_slice(), c.body_len))
     }
 
     /// True while a message has started (any byte of it, or an interim response, seen) but not

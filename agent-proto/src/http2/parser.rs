@@ -118,10 +118,11 @@ impl H2Parser {
         }
     }
 
-    /// A live stream's final response head and body kept so far, once the head arrived.
-    pub fn response_so_far(&self, id: u32) -> Option<(&Head, &[u8])> {
+    /// A live stream's final response head, body kept so far and whole body length, once the
+    /// head arrived.
+    pub fn response_so_far(&self, id: u32) -> Option<(&Head, &[u8], u64)> {
         match self.streams.get(&id) {
-            Some(Slot::Live(s)) => s.response.as_ref().map(|r| (&r.head, r.body())),
+            Some(Slot::Live(s)) => s.response.as_ref().map(|r| (&r.head, r.body(), r.body_len())),
             _ => None,
         }
     }

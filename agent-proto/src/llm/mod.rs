@@ -29,7 +29,7 @@ use serde_json::Value;
 use crate::http::sse;
 use crate::tokens::{self, Encoding};
 
-pub use plan::{plan_request, RequestPlan};
+pub use plan::{plan_request, RequestPlan, TOKENIZE_MAX};
 pub use progress::OutputProgress;
 pub use recognise::{is_known_ai_host, recognise, KNOWN_AI_HOSTS};
 

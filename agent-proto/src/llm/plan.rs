@@ -12,21 +12,27 @@ use crate::tokens::{self, Encoding};
 pub struct RequestPlan {
     pub model: Option<String>,
     pub stream: bool,
-    /// Counted with tiktoken from the messages / input; a body that is not readable JSON (cut by
-    /// the capture, say) counts four bytes a token of its whole length, so a large prompt still
-    /// reserves a large amount.
+    /// Counted with tiktoken from the messages / input. A body larger than [`TOKENIZE_MAX`], or
+    /// one that is not readable JSON (cut by the capture, say), counts four bytes a token of its
+    /// whole length, so a large prompt still reserves a large amount.
     pub input_tokens: u64,
     /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`; `Some(0)` for embeddings,
     /// which produce no output tokens.
     pub max_output_tokens: Option<u64>,
 }
 
+/// Largest body whose input is counted with the tokenizer. Counting runs on the agent's event
+/// loop while the caller may be held: tiktoken takes about 50 ms per MiB, so a larger prompt is
+/// counted by its size (JSON syntax included, which errs on the side of reserving more).
+pub const TOKENIZE_MAX: usize = 64 * 1024;
+
 /// `body`: the request body, content-decoded, possibly cut; `body_len`: its whole length.
 pub fn plan_request(endpoint: Endpoint, body: &[u8], body_len: u64) -> RequestPlan {
     let meta = request::scan(body);
     let encoding = tokens::encoding_for_model(meta.model.as_deref().unwrap_or(""));
-    let counted = serde_json::from_slice::<Value>(body)
-        .ok()
+    let counted = (body.len() <= TOKENIZE_MAX)
+        .then(|| serde_json::from_slice::<Value>(body).ok())
+        .flatten()
         .filter(Value::is_object)
         .and_then(|req| input_estimate(endpoint.operation, &req, encoding));
     let max_output_tokens = match endpoint.operation {
@@ -102,5 +108,19 @@ mod tests {
         assert_eq!(plan.input_tokens, 2);
         assert_eq!(plan.max_output_tokens, None);
         assert_eq!(plan_request(CHAT, b"", 0).input_tokens, 0);
+    }
+
+    #[test]
+    fn large_bodies_count_by_size() {
+        let text = "word ".repeat(TOKENIZE_MAX / 5 + 100);
+        let body = format!(r#"{{"model":"gpt-4o","max_tokens":7,"messages":[{{"role":"user","content":"{text}"}}]}}"#);
+        let plan = plan_request(CHAT, body.as_bytes(), body.len() as u64);
+        assert_eq!(plan.input_tokens, (body.len() as u64).div_ceil(4));
+        assert_eq!(plan.max_output_tokens, Some(7));
+        // Just under the bound: the tokenizer's count (one token per " word").
+        let text = "word ".repeat(1000);
+        let body = format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{text}"}}]}}"#);
+        let counted = plan_request(CHAT, body.as_bytes(), body.len() as u64).input_tokens;
+        assert!((1000..1010).contains(&counted), "{counted}");
     }
 }

@@ -180,17 +180,11 @@ impl KernelEnforcement {
         sockets::socket_of_fd(id.tgid, self.fd_of(id)?)
     }
 
-    /// Drops a process's entries once it has exited (its pid may be reused).
+    /// Drops a process's verdict once it has exited: its pid may be reused by a process the
+    /// verdict was not meant for. Its passes and fds age out of their LRU maps (walking them
+    /// on every exit would cost a syscall per entry).
     pub fn forget_process(&mut self, tgid: u32) {
         let _ = self.procs.remove(&tgid);
-        let stale: Vec<ConnKey> = self.passes.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();
-        for key in stale {
-            let _ = self.passes.remove(&key);
-        }
-        let stale: Vec<ConnKey> = self.fds.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();
-        for key in stale {
-            let _ = self.fds.remove(&key);
-        }
     }
 }
 

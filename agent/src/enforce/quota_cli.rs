@@ -80,7 +80,7 @@ fn row(e: &EntitlementStatus) -> [String; 8] {
 }
 
 /// Token and request counts are whole; dollars keep cents (and more below a cent).
-fn amount(unit: &str, v: f64) -> String {
+pub fn amount(unit: &str, v: f64) -> String {
     match unit {
         "usd" if v != 0.0 && v.abs() < 0.01 => format!("{v:.6}"),
         "usd" => format!("{v:.2}"),

@@ -99,15 +99,22 @@ impl Follow {
         })
     }
 
-    /// `body`: the whole body kept so far. Feeds what is new; returns the count when a report
-    /// is due.
-    pub fn advance(&mut self, body: &[u8]) -> Option<u64> {
-        if body.len() <= self.offset {
-            return None;
+    /// `body`: the body kept so far; `body_len`: its whole length. Feeds what is new; returns
+    /// the count when a report is due. Bytes past the body cap (or lost in gaps) are not read:
+    /// they count at the rate of tokens per byte read so far, so a stream longer than the cap
+    /// still grows (and can still be cut).
+    pub fn advance(&mut self, body: &[u8], body_len: u64) -> Option<u64> {
+        if body.len() > self.offset {
+            self.progress.feed(&body[self.offset..]);
+            self.offset = body.len();
         }
-        self.progress.feed(&body[self.offset..]);
-        self.offset = body.len();
-        let (tokens, deltas) = (self.progress.tokens(), self.progress.deltas());
+        let read = self.progress.tokens();
+        let unread = body_len.saturating_sub(body.len() as u64);
+        let extra = match body.len() as u64 {
+            0 => 0,
+            kept => u64::try_from(u128::from(unread) * u128::from(read) / u128::from(kept)).unwrap_or(u64::MAX),
+        };
+        let (tokens, deltas) = (read.saturating_add(extra), self.progress.deltas());
         let due = tokens > self.reported_tokens
             && (deltas >= self.reported_deltas + EVERY_DELTAS || tokens >= self.reported_tokens + EVERY_TOKENS);
         if !due {

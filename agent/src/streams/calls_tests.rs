@@ -205,3 +205,27 @@ fn gzip_request_is_decoded_before_counting() {
     t.on_chunk(&chunk(12, Direction::Egress, 1, &req), &mut out);
     assert_eq!(out.requests[0].estimate, Estimate { input_tokens: 9, max_output_tokens: Some(200) });
 }
+
+/// The last progress of one long stream (400 deltas of ~100 bytes) read with `body_cap`.
+fn long_stream(body_cap: usize) -> Vec<u64> {
+    let mut t =
+        Tracker::new(TrackerConfig { call_cap: 1 << 20, body_cap, extra_ai_hosts: Vec::new(), call_hooks: true });
+    let mut out = Output::default();
+    t.on_chunk(&chunk(13, Direction::Egress, 1, &post("/v1/chat/completions", REQ)), &mut out);
+    t.on_chunk(&chunk(13, Direction::Ingress, 2, SSE_HEAD), &mut out);
+    for batch in 0..40u64 {
+        let frames: String = (0..10).map(|i| delta(&format!("w{}", batch * 10 + i))).collect();
+        t.on_chunk(&chunk(13, Direction::Ingress, 3 + batch, &chunked(&frames)), &mut out);
+    }
+    out.progress.iter().map(|p| p.output_tokens_so_far).collect()
+}
+
+#[test]
+fn a_stream_longer_than_the_body_cap_keeps_growing() {
+    let whole = *long_stream(1 << 20).last().unwrap();
+    // A tenth of the stream fits: the rest counts at the tokens per byte read so far.
+    let capped = long_stream(4096);
+    assert!(capped.windows(2).all(|w| w[0] < w[1]), "{capped:?}");
+    let last = *capped.last().unwrap();
+    assert!(last * 10 >= whole * 8 && last * 10 <= whole * 12, "{last} vs {whole} read whole");
+}

@@ -205,8 +205,10 @@ impl HttpConnection {
 
     /// Counts the new output of the response being read, if it is a followed stream.
     fn follow(&mut self, out: &mut Outcome) {
-        let (Some(p), Some(body)) = (self.pending.front_mut(), self.responses.body_so_far()) else { return };
-        if let Some(tokens) = p.follow.as_mut().and_then(|f| f.advance(body)) {
+        let (Some(p), Some((body, body_len))) = (self.pending.front_mut(), self.responses.body_so_far()) else {
+            return;
+        };
+        if let Some(tokens) = p.follow.as_mut().and_then(|f| f.advance(body, body_len)) {
             out.progress.push((p.seq, tokens));
         }
     }

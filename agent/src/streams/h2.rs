@@ -101,9 +101,9 @@ impl H2Connection {
     fn follow(&mut self, out: &mut Outcome) {
         for (&id, open) in self.open.iter_mut() {
             let (Some(api), Some((model, stream))) = (open.endpoint, open.planned.as_ref()) else { continue };
-            let Some((head, body)) = self.parser.response_so_far(id) else { continue };
+            let Some((head, body, body_len)) = self.parser.response_so_far(id) else { continue };
             let follow = open.follow.get_or_insert_with(|| Follow::for_response(api, model.as_deref(), *stream, head));
-            if let Some(tokens) = follow.as_mut().and_then(|f| f.advance(body)) {
+            if let Some(tokens) = follow.as_mut().and_then(|f| f.advance(body, body_len)) {
                 out.progress.push((u64::from(id), tokens));
             }
         }

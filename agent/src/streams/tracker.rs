@@ -103,6 +103,15 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(config: TrackerConfig) -> Self {
+        if config.call_hooks {
+            // Building a tokenizer takes a good fraction of a second: not while the first
+            // request's caller is held waiting for its estimate.
+            std::thread::spawn(|| {
+                use tokentap_proto::tokens::{count, Encoding};
+                count(Encoding::Cl100k, "warm");
+                count(Encoding::O200k, "warm");
+            });
+        }
         Tracker {
             conns: HashMap::new(),
             ignored: HashMap::new(),

@@ -8,6 +8,7 @@ use jiff::Zoned;
 
 use super::input::{self, State};
 use super::query::{Ledger, Snapshot};
+use super::quota::{QuotaSource, QuotaView};
 use super::view::{self, Screen};
 
 const TICK: Duration = Duration::from_secs(1);
@@ -21,7 +22,7 @@ impl Drop for Restore {
     }
 }
 
-pub fn run(mut ledger: Ledger, window_s: u64) -> Result<(), String> {
+pub fn run(mut ledger: Ledger, window_s: u64, quotas: QuotaSource) -> Result<(), String> {
     // Before the set-up, which may fail half-way (restoring a terminal never set up is harmless);
     // dropped after `terminal`, which shows the cursor again.
     let _restore = Restore;
@@ -30,6 +31,7 @@ pub fn run(mut ledger: Ledger, window_s: u64) -> Result<(), String> {
     let mut state = State::default();
     let mut snap = Snapshot::default();
     let mut error: Option<String> = None;
+    let mut quota: Option<QuotaView> = None;
     let mut next_read = Instant::now();
     let mut page = 1;
     loop {
@@ -44,14 +46,22 @@ pub fn run(mut ledger: Ledger, window_s: u64) -> Result<(), String> {
                 }
                 Err(e) => error = Some(e),
             }
+            quota = quotas.read(now.timestamp());
             next_read += TICK;
             if next_read < Instant::now() {
                 next_read = Instant::now() + TICK;
             }
         }
         let clock = now.strftime("%H:%M:%S").to_string();
-        let screen =
-            Screen { ledger: &name, window_s, clock: &clock, snap: &snap, state: &state, error: error.as_deref() };
+        let screen = Screen {
+            ledger: &name,
+            window_s,
+            clock: &clock,
+            snap: &snap,
+            state: &state,
+            error: error.as_deref(),
+            quota: quota.as_ref(),
+        };
         terminal.draw(|f| page = view::draw(f, &screen)).map_err(|e| format!("cannot draw: {e}"))?;
         let wait = next_read.saturating_duration_since(Instant::now());
         if event::poll(wait).map_err(|e| format!("cannot read the keyboard: {e}"))? {

@@ -5,6 +5,7 @@ mod header;
 mod input;
 mod live;
 mod query;
+pub mod quota;
 mod rates;
 mod table;
 mod view;
@@ -31,22 +32,23 @@ fn start(args: &TopArgs) -> Result<ExitCode, String> {
     if args.window == 0 {
         return Err("--window must be at least 1 second".into());
     }
-    let path = ledger_path(args)?;
+    let config = args.config.as_deref().map(crate::config::Config::load).transpose().map_err(|e| e.to_string())?;
+    let path = ledger_path(args, config.as_ref());
+    let quotas = quota_source(args, config.as_ref());
     let mut ledger = query::Ledger::open(&path).map_err(|e| e.to_string())?;
     if args.once {
         let now = jiff::Zoned::now();
         let snap = ledger.read(&now, args.window)?;
         let clock = now.strftime("%Y-%m-%d %H:%M:%S %Z").to_string();
-        print!(
-            "{}",
-            view::snapshot_text(&path.display().to_string(), args.window, &clock, &snap, rates::Sort::default())
-        );
+        let quota = quotas.read(now.timestamp());
+        let name = path.display().to_string();
+        print!("{}", view::snapshot_text(&name, args.window, &clock, &snap, rates::Sort::default(), quota.as_ref()));
         return Ok(ExitCode::SUCCESS);
     }
     if !std::io::stdout().is_terminal() {
         return Err("standard output is not a terminal; use --once for a plain-text snapshot".into());
     }
-    match live::run(ledger, args.window) {
+    match live::run(ledger, args.window, quotas) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("tokentap top: {e}");
@@ -56,12 +58,19 @@ fn start(args: &TopArgs) -> Result<ExitCode, String> {
 }
 
 /// `--ledger`, else the `[ledger] path` of `--config`, else the agent's default.
-fn ledger_path(args: &TopArgs) -> Result<PathBuf, String> {
-    if let Some(p) = &args.ledger {
-        return Ok(p.clone());
+fn ledger_path(args: &TopArgs, config: Option<&crate::config::Config>) -> PathBuf {
+    match (&args.ledger, config) {
+        (Some(p), _) => p.clone(),
+        (None, Some(c)) => c.ledger.path.clone(),
+        (None, None) => PathBuf::from(crate::config::DEFAULT_LEDGER_PATH),
     }
-    match &args.config {
-        Some(c) => crate::config::Config::load(c).map(|c| c.ledger.path).map_err(|e| e.to_string()),
-        None => Ok(PathBuf::from(crate::config::DEFAULT_LEDGER_PATH)),
+}
+
+/// `--status-file`, else the `[enforcement] status_file` of `--config`, else the default.
+fn quota_source(args: &TopArgs, config: Option<&crate::config::Config>) -> quota::QuotaSource {
+    match (&args.status_file, config) {
+        (Some(p), _) => quota::QuotaSource { path: p.clone(), explicit: true },
+        (None, Some(c)) => quota::QuotaSource { path: c.enforcement.status_file.clone(), explicit: false },
+        (None, None) => quota::QuotaSource { path: PathBuf::from(crate::config::DEFAULT_STATUS_FILE), explicit: false },
     }
 }

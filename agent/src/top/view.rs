@@ -2,7 +2,7 @@
 //! same text from [`super::table`] and [`super::header`]; the screen only adds emphasis, so
 //! nothing depends on colours (a terminal over SSH may have none).
 use ratatui::layout::{Constraint, Layout};
-use ratatui::style::{Modifier, Style};
+use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
@@ -10,6 +10,7 @@ use ratatui::Frame;
 use super::header;
 use super::input::{State, HELP, HELP_SHORT};
 use super::query::Snapshot;
+use super::quota::{self, QuotaView};
 use super::rates::{self, Group, Sort, View};
 use super::table;
 
@@ -22,6 +23,8 @@ pub struct Screen<'a> {
     pub state: &'a State,
     /// The last read failed (the numbers shown are the previous ones).
     pub error: Option<&'a str>,
+    /// The quota bars, when an enforcing agent's status file is there.
+    pub quota: Option<&'a QuotaView>,
 }
 
 /// The view's groups in the chosen order.
@@ -36,16 +39,24 @@ pub fn draw(f: &mut Frame, s: &Screen) -> usize {
     let area = f.area();
     // Small terminals keep the table and the keys; the summary lines go first.
     let head = if area.height >= 12 { 3 } else { 0 };
-    let [head_area, tabs_area, table_area, foot_area] =
-        Layout::vertical([Constraint::Length(head), Constraint::Length(1), Constraint::Min(1), Constraint::Length(1)])
-            .areas(area);
+    let w = usize::from(area.width);
+    let bars = s.quota.map(|q| quota::lines(q, w));
+    // The bars take at most a third of the screen, the table keeps the rest.
+    let quota_h = bars.as_ref().map_or(0, |(_, rows)| (rows.len() + 1).min(usize::from(area.height / 3))) as u16;
+    let [head_area, tabs_area, table_area, quota_area, foot_area] = Layout::vertical([
+        Constraint::Length(head),
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(quota_h),
+        Constraint::Length(1),
+    ])
+    .areas(area);
     let bold = Style::default().add_modifier(Modifier::BOLD);
     if head > 0 {
         let first = match s.error {
             Some(e) => Line::styled(format!("read error: {e}"), bold.add_modifier(Modifier::REVERSED)),
             None => Line::styled(header::title(s.ledger, s.window_s, s.clock), bold),
         };
-        let w = usize::from(area.width);
         let lines = vec![
             first,
             Line::raw(header::window_line(s.snap, s.window_s, w)),
@@ -67,9 +78,26 @@ pub fn draw(f: &mut Frame, s: &Screen) -> usize {
     shown.extend(lines.skip(s.state.offset).take(page).map(Line::raw));
     f.render_widget(Paragraph::new(shown), table_area);
 
+    if let (Some((title, rows)), true) = (bars, quota_h > 0) {
+        let mut shown = vec![Line::styled(title, bold.add_modifier(Modifier::UNDERLINED))];
+        shown.extend(rows.into_iter().map(|(text, state)| Line::styled(text, state_style(state))));
+        f.render_widget(Paragraph::new(shown), quota_area);
+    }
+
     let help = if usize::from(foot_area.width) >= HELP.chars().count() { HELP } else { HELP_SHORT };
     f.render_widget(Paragraph::new(Line::styled(help, Style::default().add_modifier(Modifier::REVERSED))), foot_area);
     page
+}
+
+/// The state's colour; the state is also written out, for terminals without colour.
+fn state_style(state: Option<crate::enforce::status::State>) -> Style {
+    use crate::enforce::status::State;
+    match state {
+        Some(State::Ok) => Style::default().fg(Color::Green),
+        Some(State::Warning) => Style::default().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        Some(State::Exhausted) => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        None => Style::default().add_modifier(Modifier::REVERSED),
+    }
 }
 
 /// The view names with their keys; the current one in brackets (readable without colour).
@@ -90,8 +118,16 @@ fn tabs(current: View) -> Line<'static> {
     Line::from(spans)
 }
 
-/// The `--once` snapshot: the summary, then each view's table in full width.
-pub fn snapshot_text(ledger: &str, window_s: u64, clock: &str, snap: &Snapshot, sort: Sort) -> String {
+/// The `--once` snapshot: the summary, then each view's table in full width, then the quota
+/// bars if there are any.
+pub fn snapshot_text(
+    ledger: &str,
+    window_s: u64,
+    clock: &str,
+    snap: &Snapshot,
+    sort: Sort,
+    quota: Option<&QuotaView>,
+) -> String {
     let mut out = vec![
         header::title(ledger, window_s, clock),
         header::window_line(snap, window_s, usize::MAX),
@@ -102,6 +138,13 @@ pub fn snapshot_text(ledger: &str, window_s: u64, clock: &str, snap: &Snapshot, 
         out.push(format!("== {} ==", v.title()));
         let g = groups(snap, v, sort);
         out.extend(table::plain_lines(&table::layout(v, &g, sort, window_s, None)));
+    }
+    if let Some(q) = quota {
+        let (title, rows) = quota::lines(q, usize::MAX);
+        out.push(String::new());
+        out.push("== Quotas ==".into());
+        out.push(title);
+        out.extend(rows.into_iter().map(|(line, _)| line));
     }
     out.push(String::new());
     out.join("\n")
@@ -134,9 +177,14 @@ mod tests {
     }
 
     fn render(w: u16, h: u16, state: &State) -> Vec<String> {
+        render_with(w, h, state, None)
+    }
+
+    fn render_with(w: u16, h: u16, state: &State, quota: Option<&QuotaView>) -> Vec<String> {
         let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
         let snap = snap();
-        let screen = Screen { ledger: "/l.db", window_s: 60, clock: "12:00:00", snap: &snap, state, error: None };
+        let screen =
+            Screen { ledger: "/l.db", window_s: 60, clock: "12:00:00", snap: &snap, state, error: None, quota };
         term.draw(|f| {
             draw(f, &screen);
         })
@@ -169,9 +217,75 @@ mod tests {
 
     #[test]
     fn once_prints_every_view() {
-        let text = snapshot_text("/l.db", 60, "12:00:00", &snap(), Sort::default());
+        let text = snapshot_text("/l.db", 60, "12:00:00", &snap(), Sort::default(), None);
         for want in ["== Team ==", "== Model ==", "== Process ==", "billing", "gpt-4o-mini", "/usr/bin/python3"] {
             assert!(text.contains(want), "{want}: {text}");
         }
+    }
+
+    fn quotas() -> QuotaView {
+        use crate::enforce::status::{EntitlementStatus, QuotaStatus, State as Q};
+        let e = |name: &str, used: f64, state| EntitlementStatus {
+            name: name.into(),
+            scope: "local".into(),
+            limit_kind: "total_tokens".into(),
+            unit: "tokens".into(),
+            limit: 1000.0,
+            used,
+            reserved: 0.0,
+            remaining: 1000.0 - used,
+            window_start: "2026-11-28T00:00:00Z".into(),
+            window_end: "2026-11-29T00:00:00Z".into(),
+            state,
+            action: "deny".into(),
+            actions_taken: 0,
+            warnings: 0,
+            overrun: 0.0,
+        };
+        QuotaView::Status(QuotaStatus {
+            written_at: "2026-11-28T12:00:00Z".into(),
+            host: "n1".into(),
+            entitlements: vec![e("blue-daily", 250.0, Q::Ok), e("red-daily", 1000.0, Q::Exhausted)],
+        })
+    }
+
+    #[test]
+    fn quota_bars_sit_under_the_table_with_their_state_colour() {
+        let q = quotas();
+        let mut term = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        let snap = snap();
+        let state = State::default();
+        let screen = Screen {
+            ledger: "/l.db",
+            window_s: 60,
+            clock: "12:00:00",
+            snap: &snap,
+            state: &state,
+            error: None,
+            quota: Some(&q),
+        };
+        term.draw(|f| {
+            draw(f, &screen);
+        })
+        .unwrap();
+        let buf = term.backend().buffer().clone();
+        let line = |y: u16| (0..80).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>();
+        assert!(line(20).starts_with("QUOTAS  (status of n1"), "{}", line(20));
+        assert!(line(21).starts_with("blue-daily  [#####---------------]  25%  250/1000 tokens  ok"), "{}", line(21));
+        assert!(line(22).contains("100%") && line(22).contains("exhausted"), "{}", line(22));
+        assert_eq!(buf[(0, 22)].fg, Color::Red);
+        assert_eq!(buf[(0, 21)].fg, Color::Green);
+        assert!(line(23).starts_with("q quit"));
+        // The table still shows above the bars.
+        let lines = render_with(80, 24, &state, Some(&q));
+        assert!(lines[5].starts_with("billing"), "{lines:#?}");
+    }
+
+    #[test]
+    fn once_ends_with_the_quota_bars() {
+        let text = snapshot_text("/l.db", 60, "12:00:00", &snap(), Sort::default(), Some(&quotas()));
+        let tail: Vec<&str> = text.lines().rev().take(4).collect();
+        assert_eq!(tail[3], "== Quotas ==", "{text}");
+        assert!(tail[0].starts_with("red-daily") && tail[0].ends_with("exhausted"), "{text}");
     }
 }
