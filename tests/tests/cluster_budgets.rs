@@ -52,7 +52,12 @@ impl Node {
             if got == want {
                 return;
             }
-            assert!(t0.elapsed() < Duration::from_secs(10), "{what}: {got:?}, want {want:?}; totals {:?} health {:?}", self.cluster.totals(), self.cluster.health());
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{what}: {got:?}, want {want:?}; totals {:?} health {:?}",
+                self.cluster.totals(),
+                self.cluster.health()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

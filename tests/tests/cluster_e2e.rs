@@ -2,6 +2,7 @@
 //! policy matching only its own cgroup subtree and its own upstream) share one real Redis and
 //! enforce one joint budget. Redis stopped: each follows its `fail_mode`; Redis restarted empty:
 //! every node's committed usage is back. The upstreams' logs are the ground truth.
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -13,6 +14,10 @@ use tokentap_tests::{
 };
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// One test at a time: each starts two agents, and four agents plus their clients on two cores
+/// make the agents lag (what they count must match the upstreams exactly).
+static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Each node's policy: the same cluster entitlement (same name, so the same Redis key), each
 /// matching its own team only.
@@ -72,6 +77,7 @@ fn two_agents_enforce_one_joint_budget() {
     if !require_bpf() {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = env::temp_subdir("cluster-joint");
     let redis = RedisServer::start(&dir);
     let (name, prefix) = (format!("joint-{}", env::random_hex(3)), format!("ttc-{}:", env::random_hex(3)));
@@ -124,6 +130,7 @@ fn redis_down_follows_each_fail_mode_and_a_restart_loses_no_usage() {
     if !require_bpf() {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = env::temp_subdir("cluster-failmode");
     let mut redis = RedisServer::start(&dir);
     let (name, prefix) = (format!("fm-{}", env::random_hex(3)), format!("ttc-{}:", env::random_hex(3)));

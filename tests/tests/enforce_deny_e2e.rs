@@ -72,18 +72,26 @@ fn eight_concurrent_callers_overrun_by_at_most_the_calls_in_flight() {
     let w = QuotaWorld::start("enforce-conc", &["blue"], &policy(name, LIMIT), "hold_at = 0.001\n");
     // One call first, so the team is known and gated from the start of the burst.
     let base = w.warm_up("blue", name);
-    let c = w.run("blue", &Calls { calls: 64, threads: 8, ..Calls::sequential(0) });
+    // Requests the reservations of the others in flight would overrun are refused too (they
+    // fail and the thread goes on), so there are calls enough to reach the limit regardless.
+    let c = w.run("blue", &Calls { calls: 200, threads: 8, ..Calls::sequential(0) });
     assert!(c.status.success(), "the denied process survives");
     let up = w.upstream("blue");
-    let k = base.exhausting_call(&up, LIMIT).expect("64 calls exhaust the budget");
+    let k = base.exhausting_call(&up, LIMIT).expect("200 calls exhaust the budget");
     let after = up.len() - base.upstream - k;
     assert!(after <= 7, "overrun bounded by the 7 other callers in flight: {after} requests after the exhausting one");
-    let used = base.used_after(&up);
+    let served = base.used_after(&up);
     let st = w.status_until(name, &|e| e["state"] == "exhausted", Duration::from_secs(120));
-    assert_eq!(st["used"].as_f64(), Some(used as f64));
+    // Calls in flight when the budget ran out had their connections destroyed mid-response:
+    // the agent meters them as far as they got (estimated), so its count is at most what the
+    // upstream served, and its overrun is that count past the limit.
+    let used = st["used"].as_f64().expect("used") as u64;
+    assert!(used >= LIMIT && used <= served, "agent used {used}, upstream served {served}, limit {LIMIT}");
     let overrun = used - LIMIT;
     assert_eq!(st["overrun"].as_f64(), Some(overrun as f64), "the overrun is measured");
-    eprintln!("concurrent overrun: {overrun} tokens, {after} requests after the exhausting call");
+    eprintln!(
+        "concurrent overrun: {overrun} tokens (upstream served {served}), {after} requests after the exhausting call"
+    );
     assert_private(&w);
 }
 

@@ -71,6 +71,8 @@ pub fn bench(opts: Options) -> Result<()> {
         "pipeline_bench",
         "--example",
         "enforce_latency",
+        "--example",
+        "cluster_bench",
     ]);
     run(&mut cmd)?;
     let release = target_dir().join("release");
@@ -93,6 +95,9 @@ pub fn bench(opts: Options) -> Result<()> {
     report.push_str("## Parsing pipeline (user space, no kernel)\n\n");
     report.push_str(&table);
     report.push_str("\n\n");
+
+    report.push_str("## Redis load of cluster entitlements\n\n");
+    report.push_str(&cluster_redis(&release));
 
     report.push_str("## Capture overhead, end to end\n\n");
     let capture = if opts.no_capture {
@@ -137,6 +142,17 @@ pub fn bench(opts: Options) -> Result<()> {
         (started.elapsed() - built).as_secs_f64()
     );
     Ok(())
+}
+
+/// `agent/examples/cluster_bench.rs` against a real redis-server (no root needed).
+fn cluster_redis(release: &Path) -> String {
+    eprintln!("xtask bench: Redis operations of cluster entitlements");
+    let run = Command::new(release.join("examples/cluster_bench")).stderr(Stdio::inherit()).output();
+    match run {
+        Ok(out) if out.status.success() => format!("{}\n", String::from_utf8_lossy(&out.stdout)),
+        Ok(out) => format!("FAILED Redis benchmark ({}); see the output above.\n\n", out.status),
+        Err(e) => format!("SKIPPED Redis benchmark: {e}\n\n"),
+    }
 }
 
 fn machine() -> String {

@@ -16,7 +16,7 @@ use super::policy::{Labels, PolicyError};
 use super::policy_source::{PolicySource, Reload};
 use super::steps::{Step, Verdict, Who};
 use super::targets::{CgroupInfo, ProcInfo};
-use super::{cgroups, labels, seed, status_file};
+use super::{cgroups, labels, seed, sock_diag, status_file};
 use crate::attribution::Attribution;
 use crate::capture::event::ConnId;
 use crate::config::EnforcementConfig;
@@ -328,10 +328,15 @@ impl Enforcer {
                     actuate::destroy_connections(Owner::Cgroup(id), &is_ai).map(|_| ()).map_err(|e| e.to_string())
                 }
                 Step::DestroyConn(id) => match kernel.socket_of(id) {
-                    Some(s) => actuate::destroy_connections(Owner::Process(id.tgid), |a| a == s.peer)
+                    Some(s) => sock_diag::SockDiag::open()
+                        .and_then(|d| d.destroy(s.local, s.peer))
+                        .or_else(|e| if e.raw_os_error() == Some(libc::ENOENT) { Ok(()) } else { Err(e) })
+                        .map_err(|e| e.to_string()),
+                    // Its socket is not known yet (a new connection's first write): every AI
+                    // connection of the process goes, so the held request cannot leave.
+                    None => actuate::destroy_connections(Owner::Process(id.tgid), &is_ai)
                         .map(|_| ())
                         .map_err(|e| e.to_string()),
-                    None => Err(format!("no socket known for the connection of pid {}", id.tgid)),
                 },
                 Step::Signal(tgid, sig) => actuate::send_signal(tgid, sig).map_err(|e| e.to_string()),
                 Step::Resume(tgid) => match actuate::resume(tgid) {

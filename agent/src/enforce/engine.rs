@@ -152,8 +152,11 @@ impl Engine {
                         steps.push(Step::Signal(tgid, signal));
                     }
                     _ => {
+                        // The held connection only: other threads' calls in flight go on
+                        // (the process's other AI connections went when the budget was
+                        // exhausted, if it is).
                         self.log(&name, tgid, "deny");
-                        steps.push(Step::DestroyProcess(tgid));
+                        steps.push(Step::DestroyConn(conn));
                     }
                 }
                 steps.extend(self.recompute());

@@ -45,7 +45,7 @@ fn sequential_calls_gate_then_deny_after_the_exhausting_call() {
     assert_eq!(e.budgets.counters()[0].reserved(), 0, "the hold's reservation is settled");
     // A write after it is refused.
     let s = e.on_hold(conn(100), None, now);
-    assert_eq!(s, vec![Step::DestroyProcess(100), Step::Resume(100)]);
+    assert_eq!(s, vec![Step::DestroyConn(conn(100)), Step::Resume(100)]);
     let a = e.take_actions();
     assert_eq!(
         (a[0].entitlement.as_str(), a[0].pid, a[0].action, a[0].cgroup.as_str()),
