@@ -48,7 +48,7 @@ fn a_one_minute_window_rolling_over_re_allows_the_team() {
         Duration::from_secs(120),
     );
     let r = w.run("blue", &Calls::sequential(2));
-    assert_eq!(r.ok(), 2, "the new window re-allows the team: {:?}", r.calls);
+    assert_eq!(r.ok(), 2, "the new window re-allows the team: {:?} (client {:?})", r.calls, r.status);
     assert_eq!(w.upstream("blue").len(), up.len() + 2);
 }
 
