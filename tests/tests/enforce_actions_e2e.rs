@@ -62,11 +62,12 @@ fn observe_blocks_nothing_and_records_would_block_events() {
     let name = "blue-observe";
     let w = QuotaWorld::start("enforce-observe", &["blue"], &policy(name, "blue", "observe", ""), "hold_at = 0.001\n");
     let base = w.warm_up("blue", name);
-    let r = w.run("blue", &Calls::sequential(12));
-    assert_eq!((r.ok(), r.failed()), (12, 0), "nothing blocked: {:?}", r.calls);
+    // Calls serve 1 000 to 12 000 tokens each (the upstream's counter): 30 pass 20 000.
+    let r = w.run("blue", &Calls::sequential(30));
+    assert_eq!((r.ok(), r.failed()), (30, 0), "nothing blocked: {:?}", r.calls);
     let all = w.upstream("blue");
-    assert_eq!(all.len() - base.upstream, 12, "every request reached the upstream");
-    let k = base.exhausting_call(&all, LIMIT).expect("12 calls pass the limit");
+    assert_eq!(all.len() - base.upstream, 30, "every request reached the upstream");
+    let k = base.exhausting_call(&all, LIMIT).expect("30 calls pass the limit");
     let up = &all[base.upstream..];
     let st = w.status_until(name, &|e| e["state"] == "exhausted", Duration::from_secs(120));
     // Every call started after the exhausting one's record is a would-block (the agent may

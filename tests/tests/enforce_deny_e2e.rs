@@ -40,12 +40,13 @@ fn a_sequential_client_stops_reaching_the_upstream_right_after_the_exhausting_ca
     // a hold sees every earlier response settled.
     let w = QuotaWorld::start("enforce-seq", &["blue", "red"], &policy(name, LIMIT), "hold_at = 0.001\n");
     let base = w.warm_up("blue", name);
-    let blue = w.run("blue", &Calls::sequential(30));
+    // Calls serve 1 000 to 12 000 tokens each (the upstream's counter): 60 pass 40 000.
+    let blue = w.run("blue", &Calls::sequential(60));
     assert!(blue.status.success(), "the denied process survives: {:?}", blue.status);
     let up = w.upstream("blue");
-    let k = base.exhausting_call(&up, LIMIT).expect("30 calls exhaust the budget");
+    let k = base.exhausting_call(&up, LIMIT).expect("60 calls exhaust the budget");
     assert_eq!(up.len() - base.upstream, k, "zero requests reach the upstream after the exhausting call (call {k})");
-    assert_eq!((blue.ok(), blue.failed()), (k, 30 - k), "calls after it fail fast: {:?}", blue.calls);
+    assert_eq!((blue.ok(), blue.failed()), (k, 60 - k), "calls after it fail fast: {:?}", blue.calls);
     let used = base.used_after(&up);
     let st = w.status_until(name, &|e| e["state"] == "exhausted", Duration::from_secs(120));
     assert_eq!(st["used"].as_f64(), Some(used as f64), "the agent counted what the upstream served");
