@@ -105,7 +105,15 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let mapping = MappingSource::open(config.attribution.mapping_file.as_deref())?;
     // Before the ledger writer starts: the windows are rebuilt from what it holds.
     let ledger_path = config.ledger.enabled.then_some(config.ledger.path.as_path());
-    let enforcer = Enforcer::start(&config.enforcement, ledger_path)?;
+    // A pod's host name changes with every restart: in Kubernetes the node's name is this
+    // node's stable field in the cluster counters.
+    let mut enforcement = config.enforcement.clone();
+    if let Some(redis) = enforcement.redis.as_mut().filter(|r| r.node.is_none()) {
+        if config.kubernetes.is_enabled() {
+            redis.node = config.kubernetes.resolved_node_name();
+        }
+    }
+    let enforcer = Enforcer::start(&enforcement, ledger_path)?;
     let pricing = match &config.pricing.override_file {
         Some(file) => PricingTable::builtin().merged(PricingTable::load(file)?),
         None => PricingTable::builtin(),

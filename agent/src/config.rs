@@ -109,7 +109,8 @@ pub struct RedisConfig {
     /// Milliseconds between two pushes of this node's usage (the staleness bound, ≤ 1000).
     #[serde(default = "default_sync_interval_ms")]
     pub sync_interval_ms: u64,
-    /// This node's field in the shared counters; unset: the host name. Must differ per node.
+    /// This node's field in the shared counters; unset: the Kubernetes node name when
+    /// `[kubernetes]` is enabled, else the host name. Must differ per node.
     #[serde(default)]
     pub node: Option<String>,
 }
