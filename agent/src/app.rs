@@ -498,7 +498,7 @@ impl Agent {
         let file = self.mapping.path().map(|p| p.display().to_string()).unwrap_or_default();
         match outcome {
             Reload::Unchanged => {}
-            Reload::Loaded { rules } => tracing::info!(file, rules, "mapping reloaded"),
+            Reload::Loaded(rules) => tracing::info!(file, rules, "mapping reloaded"),
             Reload::Rejected(e) => {
                 self.stats.mapping_rejections += 1;
                 tracing::error!("mapping not reloaded, the previous one stays in force: {e}");

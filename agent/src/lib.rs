@@ -30,3 +30,4 @@ pub mod streams;
 pub(crate) mod toml_source;
 pub mod top;
 pub mod usage;
+pub mod watched_file;

@@ -282,7 +282,7 @@ impl Enforcer {
         let file = self.source.path().map(|p| p.display().to_string()).unwrap_or_default();
         match outcome {
             Reload::Unchanged => {}
-            Reload::Loaded { entitlements } => {
+            Reload::Loaded(entitlements) => {
                 let (kept, steps) = self.engine.replace_policy(self.source.policy(), Timestamp::now());
                 tracing::info!(file, entitlements, kept = kept.len(), "enforcement: policy reloaded");
                 self.carry_out(steps, kernel);

@@ -1,66 +1,29 @@
-//! The policy file as a live source, like the mapping file: loaded at start, re-read when it
-//! changes (checked every tick) or on SIGHUP. An invalid edit is reported with its
-//! file:line:key and the policy in force stays.
-use std::path::{Path, PathBuf};
+//! The policy file as a live source, like the mapping file (see `watched_file`): an invalid
+//! edit is reported with its file:line:key and the policy in force stays.
+use std::path::Path;
 
 use super::policy::{Policy, PolicyError};
-use crate::mapping_source::{stamp, Stamp};
+use crate::watched_file::{Watched, WatchedFile};
 
-pub struct PolicySource {
-    path: Option<PathBuf>,
-    stamp: Option<Stamp>,
-    current: Policy,
-}
+pub type PolicySource = WatchedFile<Policy>;
+pub type Reload = crate::watched_file::Reload<PolicyError>;
 
-/// The outcome of a reload attempt.
-#[derive(Debug, PartialEq)]
-pub enum Reload {
-    Unchanged,
-    Loaded { entitlements: usize },
-    Rejected(PolicyError),
+impl Watched for Policy {
+    type Error = PolicyError;
+    fn load(path: &Path) -> Result<Policy, PolicyError> {
+        Policy::load(path)
+    }
+    fn empty() -> Policy {
+        Policy::default()
+    }
+    fn entries(&self) -> usize {
+        self.entitlements.len()
+    }
 }
 
 impl PolicySource {
-    /// Loads the file, if any; an invalid policy at start is an error (the agent refuses to
-    /// enforce a policy it cannot read).
-    pub fn open(path: Option<&Path>) -> Result<PolicySource, PolicyError> {
-        let Some(path) = path else {
-            return Ok(PolicySource { path: None, stamp: None, current: Policy::default() });
-        };
-        let stamp = stamp(path);
-        let current = Policy::load(path)?;
-        Ok(PolicySource { path: Some(path.to_path_buf()), stamp, current })
-    }
-
     pub fn policy(&self) -> &Policy {
-        &self.current
-    }
-
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
-    }
-
-    /// Re-reads the file if it changed since the last attempt.
-    pub fn reload_if_changed(&mut self) -> Reload {
-        let Some(path) = &self.path else { return Reload::Unchanged };
-        let now = stamp(path);
-        if now == self.stamp {
-            return Reload::Unchanged;
-        }
-        self.stamp = now;
-        self.reload()
-    }
-
-    /// Re-reads the file unconditionally (SIGHUP).
-    pub fn reload(&mut self) -> Reload {
-        let Some(path) = &self.path else { return Reload::Unchanged };
-        match Policy::load(path) {
-            Ok(policy) => {
-                self.current = policy;
-                Reload::Loaded { entitlements: self.current.entitlements.len() }
-            }
-            Err(e) => Reload::Rejected(e),
-        }
+        self.current()
     }
 }
 
@@ -81,7 +44,7 @@ mod tests {
         assert_eq!(src.policy().entitlements[0].limit.amount, 5);
         assert_eq!(src.reload_if_changed(), Reload::Unchanged);
         std::fs::write(&file, GOOD.replace("requests = 5", "requests = 50")).unwrap();
-        assert_eq!(src.reload_if_changed(), Reload::Loaded { entitlements: 1 });
+        assert_eq!(src.reload_if_changed(), Reload::Loaded(1));
         assert_eq!(src.policy().entitlements[0].limit.amount, 50);
         std::fs::write(&file, GOOD.replace("action = \"deny\"", "action = \"block\"")).unwrap();
         match src.reload_if_changed() {
