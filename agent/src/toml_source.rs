@@ -1,4 +1,4 @@
-//! Positions in a TOML file for error messages, shared by the config, mapping and pricing
+//! Positions in a TOML file for error messages, shared by the config, mapping, pricing and policy
 //! files: byte offset → line, dotted key paths, and a best-effort key for syntax errors (where
 //! there is no parsed tree to walk).
 use std::fmt;
@@ -134,6 +134,38 @@ pub(crate) fn first_unknown_key<'t, 'i>(
 /// The message for such a key.
 pub(crate) fn unknown_key_message(key: &str, allowed: &[&str]) -> String {
     format!("unknown key {key:?}, expected one of {}", allowed.join(", "))
+}
+
+type Val<'i> = toml::Spanned<toml::de::DeValue<'i>>;
+
+/// The checks every file parser makes, written once: a parser names only how an error at a
+/// place of its file is built (its own error type, with file, line and key).
+pub(crate) trait TomlChecks {
+    type Error;
+
+    fn err(&self, span: std::ops::Range<usize>, key: &KeyPath, message: impl Into<String>) -> Self::Error;
+
+    /// Rejects the first (in file order) key not in `allowed`.
+    fn check_keys(&self, t: &toml::de::DeTable<'_>, path: &KeyPath, allowed: &[&str]) -> Result<(), Self::Error> {
+        match first_unknown_key(t, allowed) {
+            None => Ok(()),
+            Some(k) => Err(self.err(k.span(), &path.key(k.get_ref()), unknown_key_message(k.get_ref(), allowed))),
+        }
+    }
+
+    fn table<'v, 'i>(&self, v: &'v Val<'i>, path: &KeyPath) -> Result<&'v toml::de::DeTable<'i>, Self::Error> {
+        match v.get_ref() {
+            toml::de::DeValue::Table(t) => Ok(t),
+            other => Err(self.err(v.span(), path, format!("expected a table, found {}", other.type_str()))),
+        }
+    }
+
+    fn string<'v>(&self, v: &'v Val<'_>, path: &KeyPath) -> Result<&'v str, Self::Error> {
+        match v.get_ref() {
+            toml::de::DeValue::String(s) => Ok(s),
+            other => Err(self.err(v.span(), path, format!("expected a string, found {}", other.type_str()))),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::eval::{Cond, Op, Patterns, Requirement, Rule, Selector, SetTemplates}
 use super::glob::Glob;
 use super::template::{header_name, sanitize, Template, MAX_VALUE_CHARS};
 use super::{Attribution, MappingError};
-use crate::toml_source::{first_unknown_key, key_at, line_of, unknown_key_message, KeyPath};
+use crate::toml_source::{key_at, line_of, KeyPath, TomlChecks};
 
 type Val<'i> = Spanned<DeValue<'i>>;
 
@@ -88,7 +88,8 @@ pub(crate) fn parse(file: &str, text: &str) -> R<Parsed> {
     Ok(Parsed { rules, unattributed, header_names: p.headers.into_inner() })
 }
 
-impl<'a> Parser<'a> {
+impl<'a> TomlChecks for Parser<'a> {
+    type Error = MappingError;
     fn err(&self, span: Range<usize>, key: &KeyPath, message: impl Into<String>) -> MappingError {
         MappingError::Invalid {
             file: self.file.to_string(),
@@ -97,7 +98,9 @@ impl<'a> Parser<'a> {
             message: message.into(),
         }
     }
+}
 
+impl<'a> Parser<'a> {
     fn intern(&self, name: &str) -> usize {
         let mut headers = self.headers.borrow_mut();
         match headers.iter().position(|h| h == name) {
@@ -106,28 +109,6 @@ impl<'a> Parser<'a> {
                 headers.push(name.to_string());
                 headers.len() - 1
             }
-        }
-    }
-
-    /// Rejects the first (in file order) key not in `allowed`.
-    fn check_keys(&self, t: &DeTable<'_>, path: &KeyPath, allowed: &[&str]) -> R<()> {
-        match first_unknown_key(t, allowed) {
-            None => Ok(()),
-            Some(k) => Err(self.err(k.span(), &path.key(k.get_ref()), unknown_key_message(k.get_ref(), allowed))),
-        }
-    }
-
-    fn table<'v, 'i>(&self, v: &'v Val<'i>, path: &KeyPath) -> R<&'v DeTable<'i>> {
-        match v.get_ref() {
-            DeValue::Table(t) => Ok(t),
-            other => Err(self.err(v.span(), path, format!("expected a table, found {}", other.type_str()))),
-        }
-    }
-
-    fn string<'v>(&self, v: &'v Val<'_>, path: &KeyPath) -> R<&'v str> {
-        match v.get_ref() {
-            DeValue::String(s) => Ok(s),
-            other => Err(self.err(v.span(), path, format!("expected a string, found {}", other.type_str()))),
         }
     }
 

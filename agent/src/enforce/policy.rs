@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::window::{Span, Window};
 use crate::attribution::glob::Glob;
 use crate::money::{UnitPrice, PICO_PER_USD};
-use crate::toml_source::{first_unknown_key, key_at, line_of, unknown_key_message, KeyPath};
+use crate::toml_source::{key_at, line_of, KeyPath, TomlChecks};
 
 type Val<'i> = Spanned<DeValue<'i>>;
 
@@ -261,7 +261,8 @@ const ENTITLEMENT_KEYS: &[&str] =
     &["name", "match", "limit", "window", "time_zone", "sliding", "warn_at", "action", "signal", "exempt", "scope"];
 const LIMIT_KEYS: &[&str] = &["total_tokens", "input_tokens", "output_tokens", "cost_usd", "requests"];
 
-impl<'a> Parser<'a> {
+impl<'a> TomlChecks for Parser<'a> {
+    type Error = PolicyError;
     fn err(&self, span: Range<usize>, key: &KeyPath, message: impl Into<String>) -> PolicyError {
         PolicyError::Invalid {
             file: self.file.to_string(),
@@ -270,28 +271,9 @@ impl<'a> Parser<'a> {
             message: message.into(),
         }
     }
+}
 
-    fn check_keys(&self, t: &DeTable<'_>, path: &KeyPath, allowed: &[&str]) -> R<()> {
-        match first_unknown_key(t, allowed) {
-            None => Ok(()),
-            Some(k) => Err(self.err(k.span(), &path.key(k.get_ref()), unknown_key_message(k.get_ref(), allowed))),
-        }
-    }
-
-    fn table<'v, 'i>(&self, v: &'v Val<'i>, path: &KeyPath) -> R<&'v DeTable<'i>> {
-        match v.get_ref() {
-            DeValue::Table(t) => Ok(t),
-            other => Err(self.err(v.span(), path, format!("expected a table, found {}", other.type_str()))),
-        }
-    }
-
-    fn string<'v>(&self, v: &'v Val<'_>, path: &KeyPath) -> R<&'v str> {
-        match v.get_ref() {
-            DeValue::String(s) => Ok(s),
-            other => Err(self.err(v.span(), path, format!("expected a string, found {}", other.type_str()))),
-        }
-    }
-
+impl<'a> Parser<'a> {
     fn entitlement(&self, v: &Val<'_>, path: &KeyPath) -> R<Entitlement> {
         let t = self.table(v, path)?;
         self.check_keys(t, path, ENTITLEMENT_KEYS)?;

@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::normalize::exact_name;
 use super::{Price, PricingError, PricingTable};
 use crate::money::UnitPrice;
-use crate::toml_source::{first_unknown_key, key_at, line_of, unknown_key_message, KeyPath};
+use crate::toml_source::{key_at, line_of, KeyPath, TomlChecks};
 
 type Val<'i> = Spanned<DeValue<'i>>;
 type R<T> = Result<T, PricingError>;
@@ -74,7 +74,8 @@ pub(super) fn parse(file: &str, text: &str) -> R<PricingTable> {
     Ok(PricingTable { as_of, source, models })
 }
 
-impl Parser<'_> {
+impl TomlChecks for Parser<'_> {
+    type Error = PricingError;
     fn err(&self, span: Range<usize>, key: &KeyPath, message: impl Into<String>) -> PricingError {
         PricingError::Invalid {
             file: self.file.to_string(),
@@ -83,22 +84,9 @@ impl Parser<'_> {
             message: message.into(),
         }
     }
+}
 
-    /// Rejects the first (in file order) key not in `allowed`.
-    fn check_keys(&self, t: &DeTable<'_>, path: &KeyPath, allowed: &[&str]) -> R<()> {
-        match first_unknown_key(t, allowed) {
-            None => Ok(()),
-            Some(k) => Err(self.err(k.span(), &path.key(k.get_ref()), unknown_key_message(k.get_ref(), allowed))),
-        }
-    }
-
-    fn string<'v>(&self, v: &'v Val<'_>, path: &KeyPath) -> R<&'v str> {
-        match v.get_ref() {
-            DeValue::String(s) => Ok(s),
-            other => Err(self.err(v.span(), path, format!("expected a string, found {}", other.type_str()))),
-        }
-    }
-
+impl Parser<'_> {
     /// A price: a non-negative integer or decimal, held exactly (at most 6 decimal places).
     fn price(&self, v: &Val<'_>, path: &KeyPath) -> R<UnitPrice> {
         let text = match v.get_ref() {
