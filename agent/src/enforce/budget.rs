@@ -7,6 +7,7 @@ use std::hash::Hash;
 use jiff::Timestamp;
 
 use super::policy::{Entitlement, Labels, LimitKind, Policy};
+pub use super::status::State;
 use super::window::{minute_of, Bounds};
 
 /// What a call used, or is estimated to use.
@@ -32,23 +33,6 @@ impl Usage {
             LimitKind::OutputTokens => u128::from(self.output_tokens),
             LimitKind::CostUsd => self.cost_pico,
             LimitKind::Requests => u128::from(self.requests),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Ok,
-    Warning,
-    Exhausted,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Ok => "ok",
-            State::Warning => "warning",
-            State::Exhausted => "exhausted",
         }
     }
 }

@@ -94,22 +94,11 @@ mod tests {
     use crate::enforce::status::State;
 
     fn entitlement(name: &str, unit: &str, limit: f64, used: f64, state: State) -> EntitlementStatus {
+        let limit_kind = if unit == "usd" { "cost_usd" } else { "total_tokens" };
         EntitlementStatus {
-            name: name.into(),
-            scope: "local".into(),
-            limit_kind: if unit == "usd" { "cost_usd".into() } else { "total_tokens".into() },
+            limit_kind: limit_kind.into(),
             unit: unit.into(),
-            limit,
-            used,
-            reserved: 0.0,
-            remaining: (limit - used).max(0.0),
-            window_start: "2026-11-28T00:00:00Z".into(),
-            window_end: "2026-11-29T00:00:00Z".into(),
-            state,
-            action: "deny".into(),
-            actions_taken: 0,
-            warnings: 0,
-            overrun: 0.0,
+            ..EntitlementStatus::sample(name, limit, used, 0.0, state)
         }
     }
 

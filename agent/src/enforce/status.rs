@@ -157,6 +157,30 @@ impl QuotaStatus {
 }
 
 #[cfg(test)]
+impl EntitlementStatus {
+    /// A token entitlement of a daily window for tests of what reads the status.
+    pub fn sample(name: &str, limit: f64, used: f64, reserved: f64, state: State) -> EntitlementStatus {
+        EntitlementStatus {
+            name: name.into(),
+            scope: "local".into(),
+            limit_kind: "total_tokens".into(),
+            unit: "tokens".into(),
+            limit,
+            used,
+            reserved,
+            remaining: (limit - used - reserved).max(0.0),
+            window_start: "2026-11-28T00:00:00Z".into(),
+            window_end: "2026-11-29T00:00:00Z".into(),
+            state,
+            action: "deny".into(),
+            actions_taken: 0,
+            warnings: 0,
+            overrun: 0.0,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

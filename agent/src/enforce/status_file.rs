@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use super::budget::State as BudgetState;
 use super::engine::Engine;
 use super::policy::LimitKind;
-use super::status::{EntitlementStatus, QuotaStatus, State};
+use super::status::{EntitlementStatus, QuotaStatus};
 
 /// Per entitlement: actions taken and warnings raised since start.
 pub type Tally = BTreeMap<String, (u64, u64)>;
@@ -43,11 +42,7 @@ pub fn render(engine: &Engine, now: Timestamp, host: &str, tally: &Tally) -> Quo
                 remaining: show(c.remaining()),
                 window_start: b.start.to_string(),
                 window_end: b.end.to_string(),
-                state: match c.state() {
-                    BudgetState::Ok => State::Ok,
-                    BudgetState::Warning => State::Warning,
-                    BudgetState::Exhausted => State::Exhausted,
-                },
+                state: c.state(),
                 action: e.action.as_str().to_string(),
                 actions_taken,
                 warnings,

@@ -225,23 +225,7 @@ mod tests {
 
     fn quotas() -> QuotaView {
         use crate::enforce::status::{EntitlementStatus, QuotaStatus, State as Q};
-        let e = |name: &str, used: f64, state| EntitlementStatus {
-            name: name.into(),
-            scope: "local".into(),
-            limit_kind: "total_tokens".into(),
-            unit: "tokens".into(),
-            limit: 1000.0,
-            used,
-            reserved: 0.0,
-            remaining: 1000.0 - used,
-            window_start: "2026-11-28T00:00:00Z".into(),
-            window_end: "2026-11-29T00:00:00Z".into(),
-            state,
-            action: "deny".into(),
-            actions_taken: 0,
-            warnings: 0,
-            overrun: 0.0,
-        };
+        let e = |name: &str, used: f64, state| EntitlementStatus::sample(name, 1000.0, used, 0.0, state);
         QuotaView::Status(QuotaStatus {
             written_at: "2026-11-28T12:00:00Z".into(),
             host: "n1".into(),
