@@ -74,7 +74,10 @@ mod tests {
         let s = render(&e, now, "h", &tally);
         let x = &s.entitlements[0];
         assert_eq!((x.name.as_str(), x.unit.as_str(), x.used, x.remaining), ("b", "usd", 0.25, 0.75));
-        assert_eq!((x.state, x.window_end.as_str(), x.scope.as_str()), (State::Ok, "2026-11-29T00:00:00Z", "host"));
+        assert_eq!(
+            (x.state, x.window_end.as_str(), x.scope.as_str()),
+            (crate::enforce::status::State::Ok, "2026-11-29T00:00:00Z", "host")
+        );
         assert_eq!((x.actions_taken, x.warnings), (2, 1));
     }
 }
