@@ -23,30 +23,21 @@ pub enum PolicyError {
     Invalid { file: String, line: usize, key: String, message: String },
 }
 
-/// The labels an entitlement can match, in the order they are documented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MatchKey {
-    Team,
-    CostCenter,
-    Product,
-    Tenant,
-    App,
-    Namespace,
-    Workload,
-    Provider,
-    Model,
-}
+/// The labels an entitlement can match: the keys a report groups by, but `user` and `unit`
+/// (an entitlement is a team's, product's or tenant's budget, not a person's or a unit's).
+pub use crate::report::rows::Dim as MatchKey;
 
-const MATCH_KEYS: &[(&str, MatchKey)] = &[
-    ("team", MatchKey::Team),
-    ("cost_center", MatchKey::CostCenter),
-    ("product", MatchKey::Product),
-    ("tenant", MatchKey::Tenant),
-    ("app", MatchKey::App),
-    ("namespace", MatchKey::Namespace),
-    ("workload", MatchKey::Workload),
-    ("provider", MatchKey::Provider),
-    ("model", MatchKey::Model),
+/// In the order they are documented.
+const MATCH_KEYS: [MatchKey; 9] = [
+    MatchKey::Team,
+    MatchKey::CostCenter,
+    MatchKey::Product,
+    MatchKey::Tenant,
+    MatchKey::App,
+    MatchKey::Namespace,
+    MatchKey::Workload,
+    MatchKey::Provider,
+    MatchKey::Model,
 ];
 
 /// A call's labels. For `provider` and `model`, `None` means "not known yet" (a request held
@@ -77,6 +68,7 @@ impl Labels {
             MatchKey::Workload => self.workload.as_deref(),
             MatchKey::Provider => self.provider.as_deref(),
             MatchKey::Model => self.model.as_deref(),
+            MatchKey::User | MatchKey::Unit => None,
         }
     }
 }
@@ -339,15 +331,16 @@ impl<'a> Parser<'a> {
 
     fn matcher(&self, v: &Val<'_>, path: &KeyPath) -> R<Matcher> {
         let t = self.table(v, path)?;
-        let names: Vec<&str> = MATCH_KEYS.iter().map(|(n, _)| *n).collect();
+        let names: Vec<&str> = MATCH_KEYS.iter().map(|k| k.name()).collect();
         self.check_keys(t, path, &names)?;
         let mut conds = Vec::new();
-        for (name, key) in MATCH_KEYS {
-            if let Some(pv) = t.get(*name) {
+        for key in MATCH_KEYS {
+            let name = key.name();
+            if let Some(pv) = t.get(name) {
                 let kp = path.key(name);
                 let s = self.string(pv, &kp)?;
                 let g = Glob::plain(s).map_err(|m| self.err(pv.span(), &kp, m))?;
-                conds.push((*key, g));
+                conds.push((key, g));
             }
         }
         Ok(Matcher(conds))
