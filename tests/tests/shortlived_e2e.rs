@@ -8,7 +8,8 @@
 //! another cgroup going on all along, so that it resumes to a backlog. Before the fix, all 50
 //! were recorded with empty comm/exe and team `unattributed`: the cgroup path was read only from
 //! `/proc/PID/cgroup`, the data drain outran the exec notices that name a process, and the
-//! notices themselves were crowded out of their ring by every `openat` on the host.
+//! notices themselves were crowded out of their ring by every `openat` on the host. Every one of
+//! the calls also counts against the team's budgets (requests and tokens, in the status file).
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
@@ -72,9 +73,23 @@ fn fifty_short_lived_clients_are_attributed_to_their_team_while_the_agent_lags()
     let mapping = dir.join("mapping.toml");
     std::fs::write(&mapping, groups.mapping()).unwrap();
     let prom = collector::free_ports(1)[0];
+    // Budgets of the team the 50 calls must all count against (observe: nothing is held, so
+    // the lag stays what this test makes it).
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[entitlement]]\nname = \"sl-requests\"\nmatch = { team = \"blue\" }\nlimit = { requests = 1000000 }\n\
+         window = \"1d\"\naction = \"observe\"\n\n[[entitlement]]\nname = \"sl-tokens\"\nmatch = { team = \"blue\" }\n\
+         limit = { total_tokens = 1000000000 }\nwindow = \"1d\"\naction = \"observe\"\n",
+    )
+    .unwrap();
+    let status_file = dir.join("quota.json");
     agent::configure(&format!(
-        "[attribution]\nmapping_file = \"{}\"\n\n[export]\nprometheus_listen = \"127.0.0.1:{prom}\"\n",
-        mapping.display()
+        "[attribution]\nmapping_file = \"{}\"\n\n[export]\nprometheus_listen = \"127.0.0.1:{prom}\"\n\n\
+         [enforcement]\npolicy_file = \"{}\"\nstatus_file = \"{}\"\n",
+        mapping.display(),
+        policy.display(),
+        status_file.display()
     ));
     let a = agent();
 
@@ -156,6 +171,29 @@ fn fifty_short_lived_clients_are_attributed_to_their_team_while_the_agent_lags()
     assert_eq!(ledger.len(), CLIENTS, "ledger rows for the short-lived clients");
     let off: Vec<_> = ledger.iter().filter(|(pid, team)| team != "blue" || !pids.contains(&u64::from(*pid))).collect();
     assert!(off.is_empty(), "ledger rows not of team blue: {off:?}");
+    // Every call counts against the team's budgets: all 50 requests, and exactly their tokens.
+    let tokens: u64 = recs
+        .iter()
+        .map(|r| {
+            ["input_tokens", "output_tokens"].iter().filter_map(|k| r.get(*k).and_then(Value::as_u64)).sum::<u64>()
+        })
+        .sum();
+    assert!(tokens > 0, "the records carry their token counts");
+    let used = |name: &str| -> Option<f64> {
+        let status: Value = serde_json::from_str(&std::fs::read_to_string(&status_file).ok()?).ok()?;
+        let e = status["entitlements"].as_array()?.iter().find(|e| e["name"] == name)?.clone();
+        e["used"].as_f64()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (used("sl-requests"), used("sl-tokens")) != (Some(CLIENTS as f64), Some(tokens as f64)) {
+        assert!(
+            Instant::now() < deadline,
+            "the team's budgets: requests used {:?} (want {CLIENTS}), tokens used {:?} (want {tokens})",
+            used("sl-requests"),
+            used("sl-tokens")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let busy = read_records_from(&a.usage_log, log_offset)
         .0
         .into_iter()
