@@ -498,7 +498,12 @@ impl Agent {
         let file = self.mapping.path().map(|p| p.display().to_string()).unwrap_or_default();
         match outcome {
             Reload::Unchanged => {}
-            Reload::Loaded(rules) => tracing::info!(file, rules, "mapping reloaded"),
+            Reload::Loaded(rules) => {
+                tracing::info!(file, rules, "mapping reloaded");
+                if let Some(e) = self.enforcer.as_mut() {
+                    e.mapping_changed();
+                }
+            }
             Reload::Rejected(e) => {
                 self.stats.mapping_rejections += 1;
                 tracing::error!("mapping not reloaded, the previous one stays in force: {e}");
@@ -519,6 +524,8 @@ impl Agent {
         self.stats.library_attach_failures = self.discovery.failures;
         self.stats.unprobed_executables = self.discovery.unprobed_executables;
         let kernel = self.capture.counters();
+        // A hold or its notice failed since the last tick: a process may be stopped unheard of.
+        let enforce_failed = kernel.enforce_failed > self.stats.kernel.enforce_failed;
         let lost = (kernel.data_lost + kernel.proc_lost)
             .saturating_sub(self.stats.kernel.data_lost + self.stats.kernel.proc_lost);
         if lost > 0 {
@@ -528,7 +535,7 @@ impl Agent {
         for (library, lost) in kernel.calls_lost {
             self.stats.completeness.set_lost(library, lost);
         }
-        self.enforce_tick();
+        self.enforce_tick(enforce_failed);
         self.push_health();
         self.warn_on_export_failures();
     }

@@ -39,6 +39,7 @@ impl Agent {
             enforcer.observe(h.id.tgid, h.cgroup_id, &workload, &attribution);
             enforcer.on_hold(h.id, self.capture.enforcement());
         }
+        self.discover_cgroups(false);
     }
 
     pub(super) fn enforce_acted(&mut self, acted: &Acted) {
@@ -79,6 +80,7 @@ impl Agent {
         let Some(e) = self.enforcer.as_mut() else { return };
         e.observe(tracked.origin.id.tgid, tracked.origin.cgroup_id, workload, attribution);
         e.on_record(tracked.call, record, self.capture.enforcement());
+        self.discover_cgroups(false);
     }
 
     /// Request starts reserve their estimate, stream progress may cut, calls that ended
@@ -111,6 +113,7 @@ impl Agent {
         for call in ended {
             e.on_ended(call, self.capture.enforcement());
         }
+        self.discover_cgroups(false);
     }
 
     pub(super) fn enforce_closed(&mut self, id: ConnId) {
@@ -125,10 +128,30 @@ impl Agent {
         }
     }
 
-    pub(super) fn enforce_tick(&mut self) {
-        if let Some(e) = self.enforcer.as_mut() {
-            e.tick(self.capture.enforcement(), self.exporter.as_mut());
+    /// `enforce_failed`: the kernel's counter of failed holds grew since the last tick.
+    pub(super) fn enforce_tick(&mut self, enforce_failed: bool) {
+        let Some(e) = self.enforcer.as_mut() else { return };
+        e.tick(self.capture.enforcement(), self.exporter.as_mut());
+        if enforce_failed {
+            e.sweep_stopped();
         }
+        self.discover_cgroups(true);
+        if let Some(e) = self.enforcer.as_ref() {
+            self.stats.stopped_resumed = e.stats.stopped_resumed;
+            self.stats.cgroups_discovered = e.stats.cgroups_discovered;
+        }
+    }
+
+    /// New cgroups of a gated entitlement become targets (see `Enforcer::discover_cgroups`):
+    /// attributed by the mapping from the cgroup path alone (no process, no headers).
+    fn discover_cgroups(&mut self, tick: bool) {
+        let Some(e) = self.enforcer.as_mut() else { return };
+        let (identity, mapping) = (&self.identity, &self.mapping);
+        e.discover_cgroups(tick, self.capture.enforcement(), |path| {
+            let workload = identity.cgroup_workload(path);
+            let attribution = mapping.mapping().attribute(&workload, &|_: &str| None);
+            crate::enforce::labels::of_process(&attribution, &workload, None)
+        });
     }
 
     pub(super) fn reload_policy(&mut self) {

@@ -29,6 +29,10 @@ pub struct Stats {
     pub mapping_rejections: u64,
     /// AI calls by outcome per TLS stack.
     pub completeness: Completeness,
+    /// Stopped target processes resumed after lost hold notices (the enforcer's sweep).
+    pub stopped_resumed: u64,
+    /// Cgroups made enforcement targets before any of their processes called.
+    pub cgroups_discovered: u64,
 }
 
 impl Stats {
@@ -73,6 +77,12 @@ impl Stats {
             s.push_str(&format!(
                 " held={} signalled={} connects_denied={} enforce_failed={}",
                 k.held, k.signalled, k.connect_denied, k.enforce_failed
+            ));
+        }
+        if self.stopped_resumed + self.cgroups_discovered > 0 {
+            s.push_str(&format!(
+                " stopped_resumed={} cgroups_discovered={}",
+                self.stopped_resumed, self.cgroups_discovered
             ));
         }
         let seen = self.completeness.line();

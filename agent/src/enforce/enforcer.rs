@@ -16,7 +16,7 @@ use super::policy::{Labels, PolicyError};
 use super::policy_source::{PolicySource, Reload};
 use super::steps::{Step, Verdict, Who};
 use super::targets::{CgroupInfo, ProcInfo};
-use super::{cgroups, labels, seed, sock_diag, status_file};
+use super::{backstop, cgroups, labels, seed, sock_diag, status_file};
 use crate::attribution::Attribution;
 use crate::capture::event::ConnId;
 use crate::config::EnforcementConfig;
@@ -36,6 +36,10 @@ pub struct EnforceStats {
     pub policy_rejections: u64,
     /// Steps the kernel or an actuator refused (a map full, a process gone).
     pub step_failures: u64,
+    /// Cgroups made targets by the tree walk, before any of their processes called.
+    pub cgroups_discovered: u64,
+    /// Stopped target processes resumed by the sweep after a lost HELD notice.
+    pub stopped_resumed: u64,
 }
 
 pub struct Enforcer {
@@ -52,6 +56,7 @@ pub struct Enforcer {
     /// (entitlement, action or `None` for a warning) not yet handed to the exporter.
     metric_events: Vec<(String, Option<&'static str>)>,
     last_status_error: Option<std::time::Instant>,
+    discovery: backstop::Discovery,
 }
 
 fn key(call: CallKey) -> ResKey {
@@ -126,6 +131,7 @@ impl Enforcer {
             tally: Default::default(),
             metric_events: Vec::new(),
             last_status_error: None,
+            discovery: Default::default(),
         }))
     }
 
@@ -262,6 +268,77 @@ impl Enforcer {
         }
     }
 
+    /// While a hard entitlement is gated or exhausted (each tick, and at once when one gets
+    /// there): the cgroups of the tree the engine has not met, attributed by `labels_of` from
+    /// their path alone, become targets when a hard entitlement matches them, so a new cgroup
+    /// of an exhausted team has its verdict before its first call. `tick`: called by the tick.
+    pub fn discover_cgroups(
+        &mut self,
+        tick: bool,
+        kernel: &mut KernelEnforcement,
+        mut labels_of: impl FnMut(&str) -> Labels,
+    ) {
+        if !self.discovery.due(self.engine.gated(), tick) {
+            return;
+        }
+        let Some(root) = actuate::cgroup2_root() else { return };
+        let mut found = Vec::new();
+        for (id, path) in cgroups::all(&root) {
+            if self.engine.knows_cgroup(id) || self.discovery.skip.contains(&id) {
+                continue;
+            }
+            let labels = labels_of(&path);
+            if self.engine.adopt_cgroup(id, CgroupInfo { path: path.clone(), labels }) {
+                found.push(path);
+            } else {
+                self.discovery.skip.insert(id);
+            }
+        }
+        if found.is_empty() {
+            return;
+        }
+        self.stats.cgroups_discovered += found.len() as u64;
+        for path in &found {
+            tracing::info!(cgroup = %path, "enforcement: a new cgroup of a gated entitlement is a target");
+        }
+        let steps = self.engine.recompute();
+        self.carry_out(steps, kernel);
+    }
+
+    /// The mapping changed: cgroups judged no target may be one now.
+    pub fn mapping_changed(&mut self) {
+        self.discovery.reset();
+    }
+
+    /// A HELD notice was lost (the kernel's `enforce_failed` grew): the stopped processes
+    /// among the targets (their processes and every process in a target cgroup) are resumed,
+    /// a denied one after its AI connections are destroyed, so nothing is left stopped.
+    pub fn sweep_stopped(&mut self) {
+        let mut cgroup_of: std::collections::HashMap<u32, u64> = self.engine.target_procs().collect();
+        let cgroups: HashSet<u64> = self.engine.target_cgroups().collect();
+        if let Some(root) = actuate::cgroup2_root() {
+            for (pid, id) in backstop::processes_in(&root, &cgroups) {
+                cgroup_of.entry(pid).or_insert(id);
+            }
+        }
+        let peers = self.ai_peers.clone();
+        let engine = &self.engine;
+        let resumed = backstop::resume_stopped(
+            &cgroup_of,
+            |pid, cgroup| engine.verdict_of(pid, cgroup) == Some(Verdict::Deny),
+            |pid| {
+                let _ = actuate::destroy_connections(Owner::Process(pid), |a| peers.contains(&a));
+            },
+        );
+        if resumed > 0 {
+            self.stats.stopped_resumed += resumed;
+            tracing::warn!(
+                resumed,
+                "enforcement: hold notices were lost (event ring full); stopped target processes resumed"
+            );
+        }
+    }
+
     /// Publishes this node's cluster usage and takes the other nodes'; true if it changed.
     fn exchange_cluster(&mut self) -> bool {
         self.cluster.as_ref().is_some_and(|c| cluster::exchange(c, &mut self.engine.budgets))
@@ -284,6 +361,7 @@ impl Enforcer {
             Reload::Unchanged => {}
             Reload::Loaded(entitlements) => {
                 let (kept, steps) = self.engine.replace_policy(self.source.policy(), Timestamp::now());
+                self.discovery.reset();
                 tracing::info!(file, entitlements, kept = kept.len(), "enforcement: policy reloaded");
                 self.carry_out(steps, kernel);
             }

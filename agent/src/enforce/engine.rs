@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use jiff::Timestamp;
 
-use super::budget::{Budgets, Usage};
+use super::budget::{Budgets, Level, Usage};
 use super::policy::{Action, Labels, Policy};
 use super::steps::{Step, Verdict, Who};
 use super::targets::{self, CgroupInfo, ProcInfo};
@@ -87,6 +87,44 @@ impl Engine {
 
     pub fn knows(&self, tgid: u32) -> bool {
         self.procs.contains_key(&tgid)
+    }
+
+    pub fn knows_cgroup(&self, id: u64) -> bool {
+        self.cgroups.contains_key(&id)
+    }
+
+    /// Whether an entitlement with a hard action is past its hold threshold (gated or
+    /// exhausted): then a cgroup the engine never met may need a verdict before its first call.
+    pub fn gated(&self) -> bool {
+        let c = self.budgets.counters();
+        (0..c.len()).any(|i| c[i].entitlement.action.is_hard() && self.budgets.level(i) != Level::Free)
+    }
+
+    /// A cgroup found in the tree, attributed from its path alone: a target from now on if a
+    /// hard entitlement matches it (and does not exempt it). Returns whether it was taken.
+    pub fn adopt_cgroup(&mut self, id: u64, info: CgroupInfo) -> bool {
+        let hard = self.budgets.matching(&info.labels).into_iter().any(|i| {
+            let e = &self.budgets.counters()[i].entitlement;
+            e.action.is_hard() && !e.exempts(&info.path)
+        });
+        if hard {
+            self.cgroups.entry(id).or_insert(info);
+        }
+        hard
+    }
+
+    /// The processes and cgroups that are targets, for the sweep of stopped processes.
+    pub fn target_procs(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.procs.iter().map(|(&tgid, p)| (tgid, p.cgroup_id))
+    }
+
+    pub fn target_cgroups(&self) -> impl Iterator<Item = u64> + '_ {
+        self.cgroups.keys().copied()
+    }
+
+    /// The verdict the kernel applies to `tgid` in cgroup `cgroup_id` (process entry first).
+    pub fn verdict_of(&self, tgid: u32, cgroup_id: u64) -> Option<Verdict> {
+        self.installed.get(&Who::Process(tgid)).or_else(|| self.installed.get(&Who::Cgroup(cgroup_id))).copied()
     }
 
     pub fn installed(&self) -> &BTreeMap<Who, Verdict> {

@@ -136,3 +136,30 @@ fn lifting_the_limit_and_rollover_free_at_once() {
     e.on_record(conn(300), None, &labels("blue"), Usage::call(10, 0, 0), ts("2026-11-28T14:24:01Z"));
     assert_eq!(e.installed().get(&Who::Cgroup(7)), Some(&Verdict::Deny));
 }
+
+#[test]
+fn a_cgroup_found_in_the_tree_is_adopted_only_when_a_hard_entitlement_matches() {
+    let now = ts(T0);
+    let mut e = Engine::new(&policy("deny", 1000), 0.5, 100, now);
+    assert!(!e.gated(), "nothing used: no walk needed");
+    e.on_record(conn(100), None, &labels("blue"), Usage::call(600, 0, 0), now);
+    assert!(e.gated(), "past the hold fraction");
+    let info = |path: &str, team: &str| CgroupInfo { path: path.into(), labels: labels(team) };
+    assert!(!e.adopt_cgroup(8, info("/test/red", "red")), "another team");
+    assert!(!e.adopt_cgroup(9, info("/exempt.slice/job", "blue")), "an exempt cgroup");
+    assert!(e.adopt_cgroup(7, info("/test/blue-new", "blue")));
+    assert!(e.knows_cgroup(7) && !e.knows_cgroup(8) && !e.knows_cgroup(9));
+    assert_eq!(e.recompute(), vec![Step::Set(Who::Cgroup(7), Verdict::Gate)]);
+    let s = e.on_record(conn(100), None, &labels("blue"), Usage::call(400, 0, 0), now);
+    assert_eq!(s, vec![Step::Set(Who::Cgroup(7), Verdict::Deny), Step::DestroyCgroup(7)]);
+    assert_eq!(e.verdict_of(4242, 7), Some(Verdict::Deny), "a process in it, by its cgroup");
+    assert_eq!(e.verdict_of(4242, 8), None);
+}
+
+#[test]
+fn observe_entitlements_never_gate() {
+    let now = ts(T0);
+    let mut e = Engine::new(&policy("observe", 10), 0.5, 5, now);
+    e.on_record(conn(100), None, &labels("blue"), Usage::call(20, 0, 0), now);
+    assert!(!e.gated(), "observe never acts: no cgroup walk");
+}

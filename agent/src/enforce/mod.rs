@@ -2,6 +2,7 @@
 //! budgets with in-flight reservations, their rebuild from the ledger, the decisions
 //! (`engine`), and the kernel side: verdict maps (`kernel`) and actuators (`actuate`).
 pub mod actuate;
+pub mod backstop;
 pub mod budget;
 pub mod cgroups;
 pub mod cluster;

@@ -184,6 +184,14 @@ impl Resolver {
         workload(pid, &info, self.pods.as_ref())
     }
 
+    /// The workload a cgroup stands for, from its v2 path alone (no process in it seen yet):
+    /// classified as a process's would be and joined with its pod, comm/exe/user unknown.
+    pub fn cgroup_workload(&self, path: &str) -> Workload {
+        let info =
+            ProcessInfo { cgroup: cgroup::classify(path), cgroup_v2: Some(path.to_string()), ..Default::default() };
+        workload(0, &info, self.pods.as_ref())
+    }
+
     /// `pid` exec'd a new program at `exec_ns`: an identity read before then is stale. The new
     /// one is read right away. A short-lived client can be gone already (the agent handles
     /// notices after the data they precede): then what the kernel saw at the exec names it.

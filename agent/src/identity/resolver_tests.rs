@@ -165,3 +165,18 @@ fn the_v2_line_is_found_whatever_the_other_lines_say() {
     assert_eq!(cgroup::v2_path("0::/a/b (deleted)\n").as_deref(), Some("/a/b"));
     assert_eq!(cgroup::v2_path("4:memory:/x\n"), None);
 }
+
+/// A cgroup with no process seen yet (the enforcer's walk for new cgroups): classified from
+/// its path as a process in it would be, nothing of a process invented.
+#[test]
+fn a_cgroup_alone_is_classified_from_its_path() {
+    let cache = Resolver::with_cgroups(None, CgroupPaths::at(None, false));
+    let w = cache.cgroup_workload("/system.slice/ttq-new.service");
+    assert_eq!(w.cgroup.systemd_unit.as_deref(), Some("ttq-new.service"));
+    assert_eq!(w.cgroup.path, "/system.slice/ttq-new.service");
+    assert_eq!((w.pid, w.comm.as_str(), w.exe.as_str(), w.uid), (0, "", "", None));
+    let pod = cache.cgroup_workload(
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234abcd_5678_90ab_cdef_1234567890ab.slice",
+    );
+    assert_eq!(pod.cgroup.pod_uid.as_deref(), Some("1234abcd-5678-90ab-cdef-1234567890ab"));
+}
