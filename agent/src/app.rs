@@ -491,6 +491,7 @@ impl Agent {
             completeness: self.stats.completeness.clone(),
             unprobed_executables: self.stats.unprobed_executables as u64,
             ledger: self.ledger_health.as_ref().map(|h| h.snapshot()),
+            enforcement: self.stats.enforcement_events(self.enforcer.is_some()),
         });
     }
 

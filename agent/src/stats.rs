@@ -44,6 +44,23 @@ impl Stats {
         *self.unattributed.entry(reason).or_default() += 1;
     }
 
+    /// Enforcement events for the metrics, by the names `tokentap.enforcement.events` uses; none
+    /// without a policy (the counter then reports nothing).
+    pub fn enforcement_events(&self, enforcing: bool) -> BTreeMap<&'static str, u64> {
+        if !enforcing {
+            return BTreeMap::new();
+        }
+        let k = &self.kernel;
+        BTreeMap::from([
+            ("held", k.held),
+            ("signalled", k.signalled),
+            ("connect_refused", k.connect_denied),
+            ("failed", k.enforce_failed),
+            ("stopped_resumed", self.stopped_resumed),
+            ("cgroup_discovered", self.cgroups_discovered),
+        ])
+    }
+
     /// One line for logs and the summary footer.
     pub fn line(&self) -> String {
         let failures: u64 = self.parse_failures.values().sum();

@@ -80,6 +80,7 @@ pub const METRICS: &[(&str, &str, Kind)] = &[
     ("tokentap.enforcement.redis.operations", "{operation}", Kind::Counter),
     ("tokentap.enforcement.redis.failures", "{operation}", Kind::Counter),
     ("tokentap.enforcement.redis.up", "", Kind::Gauge),
+    ("tokentap.enforcement.events", "{event}", Kind::Counter),
 ];
 
 /// Per-call counters, in the order they are checked.

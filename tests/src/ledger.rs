@@ -139,7 +139,8 @@ impl Drop for OwnAgent {
     }
 }
 
-fn scrape(port: u16) -> std::io::Result<String> {
+/// The Prometheus exposition an agent serves on `127.0.0.1:port` (`[export] prometheus_listen`).
+pub fn scrape(port: u16) -> std::io::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;

@@ -20,6 +20,8 @@ pub struct QuotaWorld {
     pub cgroups: BTreeMap<String, Cgroup>,
     pub policy: PathBuf,
     pub status: PathBuf,
+    /// The agent's Prometheus endpoint (`127.0.0.1:prom`).
+    pub prom: u16,
 }
 
 /// What a `quota_client.py` run saw, call by call.
@@ -78,15 +80,30 @@ impl QuotaWorld {
         let policy_file = dir.join("policy.toml");
         std::fs::write(&policy_file, policy(&tag)).expect("write policy");
         let status = dir.join("quota.json");
+        let prom = crate::collector::free_ports(1)[0];
         let config = format!(
-            "[attribution]\nmapping_file = \"{}\"\n\n[enforcement]\npolicy_file = \"{}\"\nstatus_file = \"{}\"\n{extra}\n",
+            "[attribution]\nmapping_file = \"{}\"\n\n[export]\nprometheus_listen = \"127.0.0.1:{prom}\"\n\n\
+             [enforcement]\npolicy_file = \"{}\"\nstatus_file = \"{}\"\n{extra}\n",
             mapping.display(),
             policy_file.display(),
             status.display()
         );
         let server = LlmServer::start(ServerOpts::default());
         let agent = FleetAgent::start("agent", &dir, 0, &config);
-        QuotaWorld { dir, tag, server, agent, cgroups, policy: policy_file, status }
+        QuotaWorld { dir, tag, server, agent, cgroups, policy: policy_file, status, prom }
+    }
+
+    /// The sum of the agent's Prometheus samples of metric `name` whose labels contain every one
+    /// of `labels` (`key="value"` texts), `None` while there is none.
+    pub fn metric_with(&self, name: &str, labels: &[&str]) -> Option<f64> {
+        let text = crate::ledger::scrape(self.prom).ok()?;
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter(|l| labels.iter().all(|want| l.contains(want)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
     }
 
     pub fn team(&self, team: &str) -> String {

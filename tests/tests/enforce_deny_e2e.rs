@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use tokentap::enforce::sockets::process_sockets;
+use tokentap_tests::ledger::wait_for;
 use tokentap_tests::{
     enforce::{proc_state, DrivenClient},
     quota::{Calls, QuotaWorld},
@@ -61,6 +62,18 @@ fn a_sequential_client_stops_reaching_the_upstream_right_after_the_exhausting_ca
     assert!(!actions.is_empty(), "every action is logged");
     assert!(actions.iter().all(|l| l.contains(name) && l.contains("deny") && l.contains(&blue.pid.to_string())));
     assert!(log.contains("warning threshold reached"), "warn_at = 0.5 raised a warning");
+
+    // The metrics say the same: the budget, the action, the warning and the kernel's holds.
+    let e = format!("tokentap_entitlement=\"{name}\"");
+    let metric = |m: &str, labels: &str| w.metric_with(m, &[&e, labels]);
+    wait_for("the quota metrics", Duration::from_secs(30), || {
+        (metric("tokentap_quota_used", "") == Some(used as f64)).then_some(())
+    });
+    assert_eq!(metric("tokentap_quota_limit", ""), Some(LIMIT as f64));
+    assert!(metric("tokentap_quota_actions_total", "tokentap_quota_action=\"deny\"").unwrap_or(0.0) >= 1.0);
+    assert!(metric("tokentap_quota_warnings_total", "").unwrap_or(0.0) >= 1.0);
+    let held = w.metric_with("tokentap_enforcement_events_total", &["tokentap_event=\"held\""]);
+    assert!(held.unwrap_or(0.0) >= k as f64, "every approved request was held first: {held:?}");
     assert_private(&w);
 }
 

@@ -24,6 +24,8 @@ pub struct HealthSnapshot {
     pub unprobed_executables: u64,
     /// `None` when the ledger is disabled (its instruments then report nothing).
     pub ledger: Option<LedgerHealthSnapshot>,
+    /// What enforcement did in the kernel and for it, by event; empty without a policy.
+    pub enforcement: BTreeMap<&'static str, u64>,
 }
 
 pub type SharedHealth = Arc<Mutex<HealthSnapshot>>;
@@ -104,6 +106,23 @@ pub fn register(meter: &Meter, health: &SharedHealth, exports: &Arc<ExportCounts
                         KeyValue::new("tokentap.outcome", outcome.as_str()),
                     ],
                 );
+            }
+        })
+        .build();
+    let h = health.clone();
+    meter
+        .u64_observable_counter("tokentap.enforcement.events")
+        .with_unit("{event}")
+        .with_description(
+            "Enforcement in the kernel and for it, by event: held (a write stopped for a decision), \
+             signalled (a signal sent by the write probe), connect_refused (an AI connect refused), \
+             failed (a hold or signal the kernel could not complete: the signal refused or the notice not queued), stopped_resumed (a stopped target \
+             resumed by the sweep after a lost notice), cgroup_discovered (a new cgroup of a gated team \
+             made a target before its first call)",
+        )
+        .with_callback(move |o| {
+            for (event, n) in read(&h).enforcement {
+                o.observe(n, &[KeyValue::new("tokentap.event", event)]);
             }
         })
         .build();
