@@ -6,9 +6,6 @@ const CHAT_PLAIN: &[u8] = include_bytes!("../fixtures/cohere_chat.json");
 const CHAT_STREAM: &[u8] = include_bytes!("../fixtures/cohere_chat_stream.sse");
 const EMBED: &[u8] = include_bytes!("../fixtures/cohere_embed.json");
 
-const COHERE_CHAT: Endpoint = Endpoint { provider: Provider::Cohere, operation: Operation::CohereChat };
-const COHERE_EMBED: Endpoint = Endpoint { provider: Provider::Cohere, operation: Operation::CohereEmbed };
-
 const REQUEST: &[u8] =
     br#"{"model":"command-a-03-2025","messages":[{"role":"user","content":"Tell me about LLMs"}],"max_tokens":500}"#;
 
