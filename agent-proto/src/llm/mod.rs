@@ -11,6 +11,7 @@
 //! holds fixed reasons; [`Exchange`]'s `Debug` shows lengths only.
 
 mod anthropic;
+mod cohere;
 mod estimate;
 mod openai_chat;
 mod openai_embeddings;
@@ -39,6 +40,7 @@ pub enum Provider {
     /// OpenAI, and the many servers that speak its API.
     OpenAi,
     Anthropic,
+    Cohere,
 }
 
 impl Provider {
@@ -46,6 +48,7 @@ impl Provider {
         match self {
             Provider::OpenAi => "openai",
             Provider::Anthropic => "anthropic",
+            Provider::Cohere => "cohere",
         }
     }
 }
@@ -61,6 +64,10 @@ pub enum Operation {
     Embeddings,
     /// Anthropic Messages (`/v1/messages`).
     Messages,
+    /// Cohere v2 Chat (`/v2/chat`).
+    CohereChat,
+    /// Cohere v2 Embed (`/v2/embed`).
+    CohereEmbed,
 }
 
 impl Operation {
@@ -70,6 +77,9 @@ impl Operation {
             Operation::Responses => "responses",
             Operation::Embeddings => "embeddings",
             Operation::Messages => "messages",
+            // Named for what they are in the GenAI conventions; the provider tells them apart.
+            Operation::CohereChat => "chat",
+            Operation::CohereEmbed => "embeddings",
         }
     }
 }
@@ -225,6 +235,12 @@ pub fn extract(endpoint: Endpoint, ex: &Exchange) -> Result<LlmCall, LlmError> {
                 }
             }
             Operation::Messages => anthropic::observe_stream(&events, &mut obs),
+            Operation::CohereChat => cohere::observe_chat_stream(&events, &mut obs),
+            Operation::CohereEmbed => {
+                for e in &events {
+                    cohere::observe_embed_json(&e.value, &mut obs);
+                }
+            }
         }
     } else {
         let value = serde_json::from_slice::<Value>(ex.response_body).map_err(|_| not_json(ex.response_truncated))?;
@@ -236,6 +252,8 @@ pub fn extract(endpoint: Endpoint, ex: &Exchange) -> Result<LlmCall, LlmError> {
             Operation::Responses => openai_responses::observe_json(&value, &mut obs),
             Operation::Embeddings => openai_embeddings::observe_json(&value, &mut obs),
             Operation::Messages => anthropic::observe_json(&value, &mut obs),
+            Operation::CohereChat => cohere::observe_chat_json(&value, &mut obs),
+            Operation::CohereEmbed => cohere::observe_embed_json(&value, &mut obs),
         }
     }
     finish(call, obs, ex)
@@ -384,6 +402,9 @@ fn estimate_request(op: Operation, ex: &Exchange, encoding: Encoding) -> Result<
         Operation::Responses => openai_responses::estimate_input(&req, encoding),
         Operation::Embeddings => openai_embeddings::estimate_input(&req, encoding),
         Operation::Messages => anthropic::estimate_input(&req, encoding),
+        // Cohere's messages are role + content (string or text blocks), as OpenAI's.
+        Operation::CohereChat => openai_chat::estimate_input(&req, encoding),
+        Operation::CohereEmbed => cohere::estimate_embed_input(&req, encoding),
     };
     estimate.ok_or(LlmError::UnexpectedShape("request has no input to count"))
 }

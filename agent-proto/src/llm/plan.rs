@@ -36,7 +36,7 @@ pub fn plan_request(endpoint: Endpoint, body: &[u8], body_len: u64) -> RequestPl
         .filter(Value::is_object)
         .and_then(|req| input_estimate(endpoint.operation, &req, encoding));
     let max_output_tokens = match endpoint.operation {
-        Operation::Embeddings => Some(0),
+        Operation::Embeddings | Operation::CohereEmbed => Some(0),
         _ => meta.max_output_tokens,
     };
     RequestPlan {
@@ -53,6 +53,8 @@ fn input_estimate(op: Operation, req: &Value, encoding: Encoding) -> Option<u64>
         Operation::Responses => super::openai_responses::estimate_input(req, encoding),
         Operation::Embeddings => super::openai_embeddings::estimate_input(req, encoding),
         Operation::Messages => super::anthropic::estimate_input(req, encoding),
+        Operation::CohereChat => super::openai_chat::estimate_input(req, encoding),
+        Operation::CohereEmbed => super::cohere::estimate_embed_input(req, encoding),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{anthropic, openai_chat, openai_responses, Endpoint, Event, Observed, Operation};
+use super::{anthropic, cohere, openai_chat, openai_responses, Endpoint, Event, Observed, Operation};
 use crate::tokens::{self, Encoding};
 
 /// Longest event-stream line kept while waiting for its end; a longer one is skipped (counted as
@@ -140,7 +140,8 @@ impl OutputProgress {
             Operation::Chat => openai_chat::observe_stream(one, &mut obs),
             Operation::Responses => openai_responses::observe_stream(one, &mut obs),
             Operation::Messages => anthropic::observe_stream(one, &mut obs),
-            Operation::Embeddings => return,
+            Operation::CohereChat => cohere::observe_chat_stream(one, &mut obs),
+            Operation::Embeddings | Operation::CohereEmbed => return,
         }
         let text = obs.outputs.count(self.encoding).saturating_add(obs.reasoning.count(self.encoding));
         let reported = obs.usage.map(|u| u.output).filter(|n| *n > self.reported);

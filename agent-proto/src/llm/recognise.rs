@@ -3,8 +3,12 @@
 use super::{Endpoint, Operation, Provider};
 
 /// Known AI provider API hosts and whose they are. Add hosts here.
-pub const KNOWN_AI_HOSTS: &[(&str, Provider)] =
-    &[("api.openai.com", Provider::OpenAi), ("api.anthropic.com", Provider::Anthropic)];
+pub const KNOWN_AI_HOSTS: &[(&str, Provider)] = &[
+    ("api.openai.com", Provider::OpenAi),
+    ("api.anthropic.com", Provider::Anthropic),
+    ("api.cohere.com", Provider::Cohere),
+    ("api.cohere.ai", Provider::Cohere),
+];
 
 /// Path suffixes (segment-aligned, query stripped) and the operation each one means.
 const PATHS: &[(&str, Operation)] = &[
@@ -12,6 +16,8 @@ const PATHS: &[(&str, Operation)] = &[
     ("/v1/responses", Operation::Responses),
     ("/v1/embeddings", Operation::Embeddings),
     ("/v1/messages", Operation::Messages),
+    ("/v2/chat", Operation::CohereChat),
+    ("/v2/embed", Operation::CohereEmbed),
 ];
 
 /// Which AI API a request targets, from what the request line and headers say. `host` is the
@@ -32,6 +38,7 @@ pub fn recognise(method: &str, host: &str, path: &str) -> Option<Endpoint> {
     let operation = PATHS.iter().find(|(suffix, _)| path.ends_with(suffix)).map(|(_, op)| *op)?;
     let provider = known_provider(host).unwrap_or(match operation {
         Operation::Messages => Provider::Anthropic,
+        Operation::CohereChat | Operation::CohereEmbed => Provider::Cohere,
         _ => Provider::OpenAi,
     });
     Some(Endpoint { provider, operation })
@@ -124,6 +131,20 @@ mod tests {
             recognise("POST", "API.OpenAI.com:443", "https://api.openai.com/v1/responses"),
             ep(OpenAi, Responses)
         );
+    }
+
+    #[test]
+    fn cohere_v2() {
+        use Operation::*;
+        use Provider::*;
+        assert_eq!(recognise("POST", "api.cohere.com", "/v2/chat"), ep(Cohere, CohereChat));
+        assert_eq!(recognise("POST", "api.cohere.ai", "/v2/embed"), ep(Cohere, CohereEmbed));
+        assert_eq!(recognise("POST", "127.0.0.1:8080", "/v2/chat"), ep(Cohere, CohereChat));
+        // Cohere's OpenAI-compatible endpoint is still Cohere's bill.
+        assert_eq!(recognise("POST", "api.cohere.ai", "/compatibility/v1/chat/completions"), ep(Cohere, Chat));
+        assert_eq!(recognise("POST", "api.cohere.com", "/v2/rerank"), None);
+        assert_eq!(recognise("POST", "api.cohere.com", "/v1/chat"), None);
+        assert!(is_known_ai_host("api.cohere.com"));
     }
 
     #[test]

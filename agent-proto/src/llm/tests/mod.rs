@@ -1,6 +1,7 @@
 //! Fixture tests of [`super::extract`]. Fixtures under `../fixtures/` copy the real APIs' shapes.
 
 mod anthropic;
+mod cohere;
 mod errors;
 mod openai;
 mod robustness;
@@ -11,7 +12,9 @@ pub(super) const CHAT: Endpoint = Endpoint { provider: Provider::OpenAi, operati
 pub(super) const RESPONSES: Endpoint = Endpoint { provider: Provider::OpenAi, operation: Operation::Responses };
 pub(super) const EMBEDDINGS: Endpoint = Endpoint { provider: Provider::OpenAi, operation: Operation::Embeddings };
 pub(super) const MESSAGES: Endpoint = Endpoint { provider: Provider::Anthropic, operation: Operation::Messages };
-pub(super) const ALL: [Endpoint; 4] = [CHAT, RESPONSES, EMBEDDINGS, MESSAGES];
+pub(super) const COHERE_CHAT: Endpoint = Endpoint { provider: Provider::Cohere, operation: Operation::CohereChat };
+pub(super) const COHERE_EMBED: Endpoint = Endpoint { provider: Provider::Cohere, operation: Operation::CohereEmbed };
+pub(super) const ALL: [Endpoint; 6] = [CHAT, RESPONSES, EMBEDDINGS, MESSAGES, COHERE_CHAT, COHERE_EMBED];
 
 /// A complete 200 exchange with a JSON response.
 pub(super) fn json<'a>(request: &'a [u8], response: &'a [u8]) -> Exchange<'a> {

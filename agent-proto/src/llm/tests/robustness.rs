@@ -14,6 +14,9 @@ const FIXTURES: &[&[u8]] = &[
     include_bytes!("../fixtures/anthropic_stream_cache_tools.sse"),
     include_bytes!("../fixtures/openai_error_401.json"),
     include_bytes!("../fixtures/anthropic_error_529.json"),
+    include_bytes!("../fixtures/cohere_chat.json"),
+    include_bytes!("../fixtures/cohere_chat_stream.sse"),
+    include_bytes!("../fixtures/cohere_embed.json"),
 ];
 
 const REQUESTS: &[&[u8]] = &[
