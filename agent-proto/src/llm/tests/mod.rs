@@ -1,6 +1,7 @@
 //! Fixture tests of [`super::extract`]. Fixtures under `../fixtures/` copy the real APIs' shapes.
 
 mod anthropic;
+mod compatible;
 mod errors;
 mod openai;
 mod robustness;
