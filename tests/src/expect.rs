@@ -115,6 +115,14 @@ impl Expected {
             other => panic!("server log has an unexpected path {other:?}"),
         };
         let (input, output, cached, reasoning, source) = match (operation, usage) {
+            // OpenAI's spelling, or DashScope's (`input_tokens`...) when the server used it.
+            ("chat", Some(uv)) if uv.get("prompt_tokens").is_none() => (
+                Tokens::Exact(u(usage, &["input_tokens"])),
+                Tokens::Exact(u(usage, &["output_tokens"])),
+                u(usage, &["input_tokens_details", "cached_tokens"]),
+                u(usage, &["output_tokens_details", "reasoning_tokens"]),
+                "reported",
+            ),
             ("chat", Some(_)) => (
                 Tokens::Exact(u(usage, &["prompt_tokens"])),
                 Tokens::Exact(u(usage, &["completion_tokens"])),

@@ -224,7 +224,13 @@ pub fn extract(endpoint: Endpoint, ex: &Exchange) -> Result<LlmCall, LlmError> {
             })
             .collect();
         if events.is_empty() {
-            return Err(not_json(ex.response_truncated));
+            if !ended_empty(&raw) {
+                return Err(not_json(ex.response_truncated));
+            }
+            // Only `data: [DONE]`: the server ended the stream without a chunk. Still a call
+            // that read its prompt, so it is recorded with the input estimated and no output.
+            obs.has_output = true;
+            return finish(call, obs, ex);
         }
         match endpoint.operation {
             Operation::Chat => openai_chat::observe_stream(&events, &mut obs),
@@ -257,6 +263,11 @@ pub fn extract(endpoint: Endpoint, ex: &Exchange) -> Result<LlmCall, LlmError> {
         }
     }
     finish(call, obs, ex)
+}
+
+/// A stream whose only data frames are the `[DONE]` sentinel (at least one).
+fn ended_empty(raw: &[sse::SseEvent]) -> bool {
+    !raw.is_empty() && raw.iter().all(|e| e.data.trim() == "[DONE]")
 }
 
 fn not_json(truncated: bool) -> LlmError {

@@ -80,18 +80,29 @@ fn collect(m: &Value, index: u64, obs: &mut Observed) {
 }
 
 /// `usage` → [`Usage`], if it is an object with at least one of the two main counts.
+///
+/// Compatible servers do not all spell it OpenAI's way: DashScope (Qwen) sends
+/// `input_tokens`/`output_tokens` (the Responses API names) on `/chat/completions`. Both
+/// spellings are read, OpenAI's first, so such a server's own numbers are kept rather than
+/// replaced by an estimate.
 pub(crate) fn usage(u: Option<&Value>) -> Option<Usage> {
     let u = u.filter(|u| u.is_object())?;
-    let input = num_at(u, &["prompt_tokens"]);
-    let output = num_at(u, &["completion_tokens"]);
+    let first = |paths: &[&[&str]]| paths.iter().find_map(|p| num_at(u, p));
+    let input = first(&[&["prompt_tokens"], &["input_tokens"]]);
+    let output = first(&[&["completion_tokens"], &["output_tokens"]]);
     if input.is_none() && output.is_none() {
         return None;
     }
     Some(Usage {
         input: input.unwrap_or(0),
         output: output.unwrap_or(0),
-        cached: num_at(u, &["prompt_tokens_details", "cached_tokens"]).unwrap_or(0),
-        reasoning: num_at(u, &["completion_tokens_details", "reasoning_tokens"]).unwrap_or(0),
+        cached: first(&[&["prompt_tokens_details", "cached_tokens"], &["input_tokens_details", "cached_tokens"]])
+            .unwrap_or(0),
+        reasoning: first(&[
+            &["completion_tokens_details", "reasoning_tokens"],
+            &["output_tokens_details", "reasoning_tokens"],
+        ])
+        .unwrap_or(0),
     })
 }
 

@@ -2,6 +2,7 @@
 
 mod anthropic;
 mod cohere;
+mod compatible;
 mod errors;
 mod openai;
 mod robustness;
